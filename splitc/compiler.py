@@ -49,27 +49,38 @@ def resolve_targets(spec: str) -> tuple[DeviceProfile, ...]:
     return tuple(load_target(n) for n in names)
 
 
+def run_passes(passes: list[ir.passes.PassBase], model: ir.Model) -> ir.Model:
+    """Run a pipeline; a user-facing error raised inside a pass surfaces as itself, not wrapped."""
+    try:
+        return ir.passes.PassManager(passes)(model).model
+    except ir.passes.PassError as e:
+        cause = e
+        while cause.__cause__ is not None and isinstance(cause, ir.passes.PassError):
+            cause = cause.__cause__
+        if isinstance(cause, SplitcError):
+            raise cause from None
+        raise
+
+
 def import_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ir.Model:
     """Load, fix input shapes, sort, name, infer shapes, materialize shape arithmetic."""
     path = Path(path)
     model = to_ir(load_proto(path), path.name)
-    passes = ir.passes.PassManager(
-        [
-            FixInputShapesPass(dict(input_shapes or {}), path.name),
-            TopologicalSortPass(),
-            NameFixPass(),
-            InferShapesPass(path.name),
-            MaterializeShapesPass(),
-            RemoveUnusedNodesPass(),
-            ReplicablePass(),
-            TensorBytesPass(path.name),
-        ]
-    )
-    return passes(model).model
+    passes = [
+        FixInputShapesPass(dict(input_shapes or {}), path.name),
+        TopologicalSortPass(),
+        NameFixPass(),
+        InferShapesPass(path.name),
+        MaterializeShapesPass(),
+        RemoveUnusedNodesPass(),
+        ReplicablePass(),
+        TensorBytesPass(path.name),
+    ]
+    return run_passes(passes, model)
 
 
 def annotate(model: ir.Model, targets: tuple[DeviceProfile, ...]) -> ir.Model:
-    return ir.passes.PassManager([FlopsPass(), LatencyPass(targets)])(model).model
+    return run_passes([FlopsPass(), LatencyPass(targets)], model)
 
 
 @dataclass
@@ -112,9 +123,9 @@ def compile_model(
     step("annotate")
     annotate(model, targets)
     step("partition")
-    PartitionPass(targets, link, options.boundary)(model)
+    run_passes([PartitionPass(targets, link, options.boundary)], model)
     step("split")
-    SplitPass(options.boundary)(model)
+    run_passes([SplitPass(options.boundary)], model)
     partition: PartitionResult = model.graph.meta[PARTITION]
     split: SplitResult = model.graph.meta[PARTS]
     artifacts = {targets[t].name: f"{'head' if t == 0 else 'tail'}.onnx" for t in split.parts}

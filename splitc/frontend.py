@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from splitc.errors import SplitcError
+from splitc.runtimes.files import sha256_file  # noqa: F401  (re-exported)
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -23,14 +23,6 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
                 raise SplitcError(f"--input-shape '{item}': write it as NAME=DxDxD, e.g. x=1x3x224x224")
             shapes[name.strip()] = tuple(int(d) for d in dims.strip().split("x"))
     return shapes
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_proto(path: str | Path) -> onnx.ModelProto:

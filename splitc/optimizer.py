@@ -46,21 +46,22 @@ def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "a
     t0 = time.perf_counter()
     n = len(cg.nodes)
     prob = pulp.LpProblem("splitc_partition", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(n)]
-    use_up = pulp.LpVariable("U", lowBound=0, upBound=1)
-    use_down = pulp.LpVariable("D", lowBound=0, upBound=1)
+    var = _variable_factory(prob)
+    x = [var(f"x{i}", 0, 1, "Binary") for i in range(n)]
+    use_up = var("U", 0, 1)
+    use_down = var("D", 0, 1)
     terms = [(cg.nodes[i].latency_s[0], 1 - x[i]) for i in range(n)]
     terms += [(cg.nodes[i].latency_s[1], x[i]) for i in range(n)]
     for j, t in enumerate(cg.tensors):
         up_cost, down_cost = cg.send_s(t, 0, 1), cg.send_s(t, 1, 0)
         if t.consumers:
-            up = pulp.LpVariable(f"u{j}", lowBound=0, upBound=1)
+            up = var(f"u{j}", 0, 1)
             for c in t.consumers:
                 prob += up >= x[c] - (x[t.producer] if t.producer is not None else 0)
             prob += use_up >= up
             terms.append((up_cost, up))
         if t.is_output and t.producer is not None:
-            down = pulp.LpVariable(f"d{j}", lowBound=0, upBound=1)
+            down = var(f"d{j}", 0, 1)
             prob += down >= x[t.producer]
             prob += use_down >= down
             terms.append((down_cost, down))
@@ -72,6 +73,15 @@ def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "a
     status = _solve(prob, time_limit_s, solver)
     placement = [int(round(v.value() or 0)) for v in x]
     return _solution(cg, placement, f"ilp/{status[0]}", t0, status[1])
+
+
+def _variable_factory(prob):
+    """PuLP >= 3.3 attaches variables to the problem (``add_variable``); older PuLP builds them free-standing."""
+    import pulp
+
+    if hasattr(prob, "add_variable"):
+        return lambda name, low, up, cat="Continuous": prob.add_variable(name, low, up, cat=cat)
+    return lambda name, low, up, cat="Continuous": pulp.LpVariable(name, low, up, cat=cat)
 
 
 def _solve(prob, time_limit_s: float | None, solver: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import AddInitializersToInputsPass, RemoveUnusedNodesPass
 
 from splitc import annotations as ann
-from splitc.graphutil import graph_inputs, node_inputs
+from splitc.graphutil import _subgraphs, graph_inputs, node_inputs
 from splitc.passes.boundary import WireTensor, dequantize_nodes, quantize_nodes, quantizes
 from splitc.passes.partition import PARTITION, PartitionResult
 from splitc.passes.replicable import is_replicable
@@ -143,7 +143,12 @@ class SplitPass(ir.passes.InPlacePass):
                 new_inputs.append(new)
             ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
             new.name = c.tensor
-        g.remove([n for n in g if n.name not in keep], safe=False)
+        dropped = [n for n in g if n.name not in keep]
+        for n in dropped:  # detach them (and their bodies) so the weights only they read become unused
+            for m in [n, *(i for sub in _subgraphs(n) for i in ir.traversal.RecursiveGraphIterator(sub))]:
+                for i in range(len(m.inputs)):
+                    m.replace_input_with(i, None)
+        g.remove(dropped, safe=False)
         for node in reversed(prologue):
             if len(g):
                 g.insert_before(next(iter(g)), node)

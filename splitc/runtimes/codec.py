@@ -33,7 +33,7 @@ def encode(tensors: dict[str, np.ndarray], level: int = 3) -> bytes:
     compressor = zstandard.ZstdCompressor(level=level)
     entries, blobs = [], []
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)  # not ascontiguousarray: it turns a 0-d scalar into shape (1,); tobytes() is C order anyway
         raw = arr.tobytes()
         packed = compressor.compress(raw)
         codec = "zstd" if len(packed) < len(raw) else "raw"
@@ -60,8 +60,8 @@ def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> 
         entries = header["tensors"]
     except (ValueError, KeyError, TypeError):
         raise CodecError("payload header is not valid JSON with a 'tensors' list") from None
-    names = [e.get("name") for e in entries] if isinstance(entries, list) else None
-    if names is None or sorted(map(str, names)) != sorted(expected):
+    names = [e.get("name") for e in entries] if isinstance(entries, list) and all(isinstance(e, dict) for e in entries) else None
+    if names is None or not all(isinstance(n, str) for n in names) or sorted(names) != sorted(expected):
         raise CodecError(f"payload carries tensors {names}, the plan expects {sorted(expected)}")
     offset = _PREFIX.size + header_len
     out = {}
@@ -69,7 +69,7 @@ def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> 
     for e in entries:
         name = e["name"]
         dtype, shape = expected[name]
-        if e.get("dtype") != dtype or [int(d) for d in e.get("shape", [])] != list(shape) or dtype not in _DTYPES:
+        if e.get("dtype") != dtype or e.get("shape") != list(shape) or dtype not in _DTYPES:
             raise CodecError(f"tensor '{name}': payload says {e.get('dtype')}{e.get('shape')}, the plan expects {dtype}{list(shape)}")
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         stored = e.get("stored")
@@ -79,7 +79,11 @@ def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> 
         offset += stored
         if e.get("codec") == "zstd":
             try:
-                raw = decompressor.decompress(blob, max_output_size=nbytes)
+                # max_output_size only bounds frames that do not declare their size: check the declared one first
+                declared = zstandard.frame_content_size(blob)
+                if declared > nbytes:
+                    raise CodecError(f"tensor '{name}': zstd frame declares {declared} bytes, {nbytes} expected")
+                raw = decompressor.decompress(blob, max_output_size=max(nbytes, 1), allow_extra_data=False)
             except zstandard.ZstdError as err:
                 raise CodecError(f"tensor '{name}': zstd data is corrupt ({err})") from None
         elif e.get("codec") == "raw":

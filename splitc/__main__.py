@@ -1,0 +1,3 @@
+from splitc.cli import main
+
+raise SystemExit(main())
