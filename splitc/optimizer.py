@@ -32,47 +32,85 @@ def _solution(cg: CostGraph, placement, method: str, t0: float, status: str = "o
     return Solution(placement, evaluate(cg, placement), method, time.perf_counter() - t0, status)
 
 
-def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "auto") -> Solution:
+def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "auto", relax: bool = True) -> Solution:
     """Minimise end-to-end latency exactly, as a 0-1 ILP.
 
-    x[v] = 1 places node v on the server. For each tensor t: up[t] >= x[c] - x[p] for every
-    consumer c (sent once, whatever the number of consumers); down[t] >= x[p] for outputs.
-    Data flows forward: x[c] >= x[p]. U >= up[t], D >= down[t] charge the RTT per direction.
-    The constraints are difference constraints, so the LP relaxation is integral and HiGHS
-    proves optimality at the root.
+    x[v] = 1 places node v on the server; data flows forward: x[c] >= x[p]. For each tensor t,
+    y[t] >= x[c] for every consumer c says "some reader is on the server", and the upload is
+    paid as y[t] - x[p]: once, however many consumers. An output produced on the server is
+    paid as its download x[p]. The RTT is paid per direction used (U >= up[t], D >= down[t]).
+
+    When every node lies on a path from an input to an output (true of any pruned model),
+    a plan uses both directions exactly when it places anything on the server, so U = D >= x[v].
+    Every row is then a difference constraint (one +1, one -1): the matrix is totally unimodular
+    and each vertex of the LP relaxation is integral. With ``relax`` the LP is solved and its
+    solution checked to be 0/1, falling back to branch and bound if it is not.
     """
     import pulp
 
     t0 = time.perf_counter()
     n = len(cg.nodes)
+    structured = _on_input_output_paths(cg)
+    relax = relax and structured
     prob = pulp.LpProblem("splitc_partition", pulp.LpMinimize)
     var = _variable_factory(prob)
-    x = [var(f"x{i}", 0, 1, "Binary") for i in range(n)]
+    x = [var(f"x{i}", 0, 1, "Continuous" if relax else "Binary") for i in range(n)]
     use_up = var("U", 0, 1)
-    use_down = var("D", 0, 1)
-    terms = [(cg.nodes[i].latency_s[0], 1 - x[i]) for i in range(n)]
-    terms += [(cg.nodes[i].latency_s[1], x[i]) for i in range(n)]
+    use_down = use_up if structured else var("D", 0, 1)
+    objective = [(cg.nodes[i].latency_s[0], 1 - x[i]) for i in range(n)]
+    objective += [(cg.nodes[i].latency_s[1], x[i]) for i in range(n)]
     for j, t in enumerate(cg.tensors):
-        up_cost, down_cost = cg.send_s(t, 0, 1), cg.send_s(t, 1, 0)
+        x_p = x[t.producer] if t.producer is not None else 0
         if t.consumers:
-            up = var(f"u{j}", 0, 1)
+            y = var(f"y{j}", 0, 1)
             for c in t.consumers:
-                prob += up >= x[c] - (x[t.producer] if t.producer is not None else 0)
-            prob += use_up >= up
-            terms.append((up_cost, up))
+                prob += y >= x[c]
+            objective.append((cg.send_s(t, 0, 1), y - x_p))
+            if not structured:
+                prob += use_up >= y - x_p
         if t.is_output and t.producer is not None:
-            down = var(f"d{j}", 0, 1)
-            prob += down >= x[t.producer]
-            prob += use_down >= down
-            terms.append((down_cost, down))
+            objective.append((cg.send_s(t, 1, 0), x_p))
+            if not structured:
+                prob += use_down >= x_p
+    if structured:
+        for i in range(n):
+            prob += use_up >= x[i]
     for p, c in cg.edges():
         prob += x[c] >= x[p]
     for a, b in cg.tied:
         prob += x[a] == x[b]
-    prob += pulp.lpSum(coef * var for coef, var in terms) + cg.link.rtt_s * (use_up + use_down)
+    rtt = cg.link.rtt_s * (2 * use_up if structured else use_up + use_down)
+    prob += pulp.lpSum(coef * term for coef, term in objective) + rtt
     status = _solve(prob, time_limit_s, solver)
-    placement = [int(round(v.value() or 0)) for v in x]
-    return _solution(cg, placement, f"ilp/{status[0]}", t0, status[1])
+    values = [v.value() or 0.0 for v in x]
+    if relax and any(abs(v - round(v)) > 1e-6 for v in values):
+        return solve_ilp(cg, time_limit_s, solver, relax=False)
+    placement = [int(round(v)) for v in values]
+    return _solution(cg, placement, f"ilp/{status[0]}" + ("-lp" if relax else ""), t0, status[1])
+
+
+def _on_input_output_paths(cg: CostGraph) -> bool:
+    """Is every node reachable from a graph input and able to reach a graph output?"""
+    n = len(cg.nodes)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    from_input = [False] * n
+    to_output = [False] * n
+    for t in cg.tensors:
+        for c in t.consumers:
+            if t.producer is None:
+                from_input[c] = True
+            else:
+                succ[t.producer].append(c)
+        if t.is_output and t.producer is not None:
+            to_output[t.producer] = True
+    for i in range(n):  # indices are topological
+        if from_input[i]:
+            for c in succ[i]:
+                from_input[c] = True
+    for i in reversed(range(n)):
+        if any(to_output[c] for c in succ[i]):
+            to_output[i] = True
+    return all(from_input) and all(to_output)
 
 
 def _variable_factory(prob):
@@ -121,10 +159,13 @@ def solve_mincut(cg: CostGraph) -> Solution:
     every consumer, so the upload is paid once. Outputs pay their download on s->p. c->p is
     infinite (data flows forward). Both directions are used by any plan that uses the server
     (inputs start and outputs end on the device), so the RTT is charged to the cut plan and
-    compared with device-only.
+    compared with device-only. That argument needs every node on an input-to-output path (true
+    of every imported model, whose dead code is pruned); other graphs are refused.
     """
     import networkx as nx
 
+    if not _on_input_output_paths(cg):
+        raise ValueError("min-cut is exact only when every node lies on a path from an input to an output; use solve_ilp")
     t0 = time.perf_counter()
     g = nx.DiGraph()
     s, t = "s", "t"
