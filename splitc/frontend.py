@@ -39,8 +39,9 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
         raise SplitcError(f"{path}: not an ONNX model (no IR version, opset or nodes); is it truncated or another format?")
     try:
         onnx.load_external_data_for_model(proto, str(path.parent))
-    except (FileNotFoundError, OSError) as e:
-        raise SplitcError(f"{path}: its external weight data could not be read ({e}); keep the data files beside the model") from None
+    except (OSError, onnx.checker.ValidationError) as e:
+        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise SplitcError(f"{path}: its external weight data could not be read ({detail}); keep the data files beside the model") from None
     return proto
 
 
