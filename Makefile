@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/make_example.py examples/resnet18_like.onnx
+	$(BIN)/python examples/make_example.py examples/bottlenet.onnx
 	rm -rf examples/out
-	$(BIN)/splitc compile examples/resnet18_like.onnx --target rpi4,cloud --link 4g -o examples/out
+	$(BIN)/splitc compile examples/bottlenet.onnx --target rpi4,cloud --link 4g -o examples/out
 	$(BIN)/splitc run examples/out
 
 test: $(STAMP)

@@ -80,7 +80,8 @@ def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "a
     for a, b in cg.tied:
         prob += x[a] == x[b]
     rtt = cg.link.rtt_s * (2 * use_up if structured else use_up + use_down)
-    prob += pulp.lpSum(coef * term for coef, term in objective) + rtt
+    # in microseconds: the solver's tolerances (~1e-7) would swallow differences below 0.1 us if in seconds
+    prob += 1e6 * (pulp.lpSum(coef * term for coef, term in objective) + rtt)
     status = _solve(prob, time_limit_s, solver)
     values = [v.value() or 0.0 for v in x]
     if relax and any(abs(v - round(v)) > 1e-6 for v in values):
@@ -127,7 +128,7 @@ def _solve(prob, time_limit_s: float | None, solver: str) -> tuple[str, str]:
 
     available = pulp.listSolvers(onlyAvailable=True)
     name = solver if solver != "auto" else ("HiGHS" if "HiGHS" in available else "PULP_CBC_CMD")
-    kwargs = {"msg": False}
+    kwargs = {"msg": False, "gapRel": 0.0, "gapAbs": 0.0}  # exact: the default gaps (HiGHS: 1e-6 s absolute) stop early
     if time_limit_s is not None:
         kwargs["timeLimit"] = time_limit_s
     with _quiet_stdout():  # HiGHS prints its banner on fd 1 even with msg=False
@@ -170,8 +171,8 @@ def solve_mincut(cg: CostGraph) -> Solution:
     g = nx.DiGraph()
     s, t = "s", "t"
     for i, node in enumerate(cg.nodes):
-        g.add_edge(s, i, capacity=node.latency_s[1])
-        g.add_edge(i, t, capacity=node.latency_s[0])
+        g.add_edge(s, i, capacity=_units(node.latency_s[1]))
+        g.add_edge(i, t, capacity=_units(node.latency_s[0]))
     for j, ten in enumerate(cg.tensors):
         if ten.consumers:
             src = ten.producer if ten.producer is not None else s
@@ -193,7 +194,15 @@ def solve_mincut(cg: CostGraph) -> Solution:
     return cut if cut.cost.total_s <= device.cost.total_s else device
 
 
+def _units(seconds: float) -> int:
+    """Capacities in integer femtoseconds: networkx's max-flow is only exact on integers (with
+    float capacities, round-off leaves saturated edges with a tiny residual and the returned
+    partition is not a minimum cut)."""
+    return int(round(seconds * 1e15))
+
+
 def _add_capacity(g, u, v, cap: float) -> None:
+    cap = _units(cap)
     if g.has_edge(u, v) and "capacity" in g[u][v]:
         g[u][v]["capacity"] += cap
     else:
