@@ -15,7 +15,9 @@ FP32_ATOL = 1e-5
 
 
 def _plan_rows(plan: dict) -> list[list[str]]:
-    entries = [("chosen plan", plan["predicted"])] + [(k.replace("_", " "), v) for k, v in plan["baselines"].items()]
+    names = {"device_only": "device only", "cloud_only": "cloud only", "best_single_cut": "best single cut (Neurosurgeon)",
+             "dads": "min-cut (DADS)"}
+    entries = [("chosen plan", plan["predicted"])] + [(names.get(k, k), v) for k, v in plan["baselines"].items()]
     scale = max(e[1]["total_s"] for e in entries)
     device, server = plan["targets"][0]["name"], plan["targets"][1]["name"]
     return [

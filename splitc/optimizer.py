@@ -229,14 +229,21 @@ def brute_force(cg: CostGraph, max_nodes: int = 22) -> Solution:
 
 
 def baselines(cg: CostGraph) -> dict[str, Solution]:
-    """Device-only, server-only and the best single cut along the topological order (Neurosurgeon)."""
+    """The published baselines, priced in the same cost model.
+
+    device_only, cloud_only; best_single_cut: Neurosurgeon's best cut along one topological
+    order; dads: DADS' min-cut over the whole DAG (present when the min-cut is exact here).
+    """
     t0 = time.perf_counter()
     n = len(cg.nodes)
     x = (np.arange(n)[None, :] >= (n - np.arange(n + 1))[:, None]).astype(np.int8)
     res = evaluate_many(cg, x)
     k = int(np.argmin(np.where(res["feasible"], res["total"], np.inf)))
-    return {
+    out = {
         "device_only": _solution(cg, [0] * n, "device_only", t0),
         "cloud_only": _solution(cg, [1] * n, "cloud_only", t0),
         "best_single_cut": _solution(cg, x[k], "best_single_cut", t0),
     }
+    if _on_input_output_paths(cg):
+        out["dads"] = solve_mincut(cg)
+    return out
