@@ -4,12 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test bench bench-update clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[compiler,test]'
+	$(BIN)/pip install -q -e '.[compiler,test,tvm]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,5 +21,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# partition quality over the whole suite, gated on the committed baseline (CI runs it after the tests)
+bench: $(STAMP)
+	$(BIN)/splitc bench --check benchmarks/baseline.json -o out/bench
+
+# accept the current plans as the baseline (commit benchmarks/baseline.json with the change that moved them)
+bench-update: $(STAMP)
+	$(BIN)/splitc bench --update benchmarks/baseline.json -o out/bench
+
 clean:
-	rm -rf $(VENV) examples/out examples/*.onnx .pytest_cache
+	rm -rf $(VENV) examples/out examples/*.onnx .pytest_cache out/bench

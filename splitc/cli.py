@@ -33,6 +33,33 @@ then check it with: splitc run out/
 """
 
 
+_BASELINE = "benchmarks/baseline.json"
+_EPILOG_BENCH = f"""\
+examples:
+  splitc bench                                  # the whole suite, markdown tables per link on stdout
+  splitc bench --check {_BASELINE}   # CI: exit 3 naming each case that got worse or failed
+  splitc bench --update                         # accept the current plans as the new baseline
+  splitc bench --quick --links 4g -o out/bench  # zoo + light models on rpi4,cloud; writes bench.md, bench.json
+
+suite: splitc.zoo, the onnx wheel's light_*.onnx, ../shared/models (shapes from its MANIFEST.md);
+targets rpi4,cloud, jetson-nano,cloud and rpi4,jetson-nano,cloud (rpi4 -> jetson-nano over wifi);
+links 3g, 4g, wifi. Cases whose targets this build cannot compile are skipped with the reason.
+"""
+
+
+_EPILOG_PROFILE = """\
+examples:
+  splitc profile resnet.onnx mobilenet.onnx --name mypi -o mypi.toml --threads 4
+  splitc compile model.onnx --target mypi.toml,cloud --link 4g -o out/
+
+run it on the machine to be profiled, with the onnxruntime settings the deployment uses. Each model runs
+--warmup + --runs times with onnxruntime's profiler on; every kernel's median time is mapped back to the ONNX
+nodes it computes (fused kernels as a unit), and per-op-class models (fixed overhead per kernel, FLOPs, bytes
+moved, 1x1 vs k x k convolution, depthwise vs dense) are fitted to them. The profile predicts other models too;
+op classes the models lack fall back to the profile's analytical numbers, fitted to the same runs.
+"""
+
+
 def _shapes(values):
     from splitc.frontend import parse_input_shapes
 
@@ -54,16 +81,45 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG_COMPILE)
     c.add_argument("model", help="the ONNX model file")
     c.add_argument("--target", default="rpi4,cloud",
-                   help="device,server: built-in profiles (see 'splitc targets') or .toml files (default: %(default)s)")
-    c.add_argument("--link", default="4g", help="3g, 4g, wifi, or up=10Mbps,down=50Mbps,rtt=40ms (default: %(default)s)")
+                   help="a chain of tiers, device first: device,server or device,edge,server; built-in profiles"
+                        " (see 'splitc targets') or .toml files (default: %(default)s)")
+    c.add_argument("--link", default="4g",
+                   help="3g, 4g, wifi, or up=10Mbps,down=50Mbps,rtt=40ms[,radio=4g]; one for every adjacent pair, or one per"
+                        " pair: wifi,4g (custom links separated by ';') (default: %(default)s)")
+    g = c.add_argument_group("optimization (exact: an ILP over the whole graph)")
+    g.add_argument("--objective", choices=("latency", "energy", "throughput"), default="latency",
+                   help="latency: one frame end to end; energy: device joules per frame (compute + radio);"
+                        " throughput: frames/s of a pipelined stream (default: %(default)s)")
+    g.add_argument("--deadline", metavar="TIME", help="a plan's latency must not exceed this, e.g. 100ms")
+    g.add_argument("--max-energy", metavar="ENERGY", help="device energy per frame must not exceed this, e.g. 2J or 500mJ")
+    g.add_argument("--max-device-memory", metavar="SIZE", help="weights + peak live activations on the device, e.g. 512MB")
+    g.add_argument("--max-cloud-time", metavar="TIME", help="compute on the last tier must not exceed this, e.g. 5ms")
+    g.add_argument("--allow-return", action="store_true",
+                   help="let tensors flow back toward the device (device -> cloud -> device schedules)")
+    g.add_argument("--sweep-bandwidth", metavar="LO:HI", help="find the exact bandwidth intervals (of the device's uplink,"
+                                                              " downlink in proportion) where each plan is optimal, e.g. 0.5:200Mbps;"
+                                                              " emits every distinct plan")
+    g.add_argument("--time-limit", metavar="SECONDS", type=float, help="stop the solver after this long and report its gap")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD..",
                    help="fix an input's symbolic dims, e.g. x=1x3x640x640 (repeat, or separate by commas)")
     c.add_argument("--boundary", choices=("int8", "fp32"), default="int8",
                    help="codec for tensors crossing the cut: int8 (quantize + zstd) or fp32 (lossless) (default: %(default)s)")
+    c.add_argument("--emit", default="onnx", metavar="KINDS",
+                   help="onnx, or onnx,tvm to also compile every part with Apache TVM for its tier's hardware"
+                        " (needs pip install 'splitc[tvm]') (default: %(default)s)")
+    c.add_argument("--device-target", default="auto", metavar="TARGET",
+                   help="with --emit tvm, the device's TVM target: auto (from its profile: rpi4 -> aarch64 Cortex-A72 NEON,"
+                        " jetson-nano -> aarch64 Cortex-A57), host (this machine), a target name, or a JSON target dict"
+                        " (default: %(default)s)")
+    c.add_argument("--cloud-target", default="llvm", metavar="TARGET",
+                   help="with --emit tvm, the server's TVM target: llvm (x86-64 with AVX2), cuda, host, or a JSON target dict"
+                        " (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (written whole or not at all)")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists")
     c.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
+    c.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write DIR/report.html with PNGs: per-node latency and output size, the cut, the baselines, the partitioned graph (default: on)")
 
     r = sub.add_parser("run", help="run head -> boundary -> tail and check against the original model",
                        epilog="example: splitc run out/ --input x=frame.npy --samples 8")
@@ -74,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", type=int, default=4, help="synthetic samples to run when no --input (default: %(default)s)")
     r.add_argument("--optimization", choices=("disable", "basic", "extended", "all"), default="all",
                    help="onnxruntime graph optimization level for parts and original (default: %(default)s)")
+    r.add_argument("--runtime", choices=("ort", "tvm"), default="ort",
+                   help="run the ONNX parts in onnxruntime, or the TVM libraries of --emit onnx,tvm (then also checked"
+                        " against the ONNX parts in onnxruntime) (default: %(default)s)")
     r.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 
     i = sub.add_parser("inspect", help="per-node table: op, FLOPs, output bytes, latency on each target",
@@ -86,7 +145,42 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--top", type=int, default=0, help="show only the first N rows")
     i.add_argument("--json", action="store_true")
 
-    sub.add_parser("targets", help="list the built-in device profiles and links with their numbers and sources")
+    t = sub.add_parser("targets", help="list the built-in device profiles and links with their numbers and sources",
+                       epilog="example: splitc targets mypi.toml   (also shows a measured profile's fitted per-class models)")
+    t.add_argument("profiles", nargs="*", metavar="PROFILE.toml",
+                   help="profile files to validate and show too (e.g. written by 'splitc profile')")
+
+    # -- splitc profile (splitc/profiler.py, splitc/fit.py) ------------------------------------------------
+    pr = sub.add_parser("profile", help="measure this machine in onnxruntime and write a device profile (.toml)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG_PROFILE)
+    pr.add_argument("models", nargs="+", metavar="MODEL.onnx", help="models to measure (two or more different ones generalize best)")
+    pr.add_argument("--name", required=True, help="the profile's name, as plans and --target will show it")
+    pr.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="where to write the profile")
+    pr.add_argument("--input-shape", action="append", metavar="NAME=DxD..",
+                    help="fix symbolic input dims, e.g. x=1x3x224x224; applies to every model with that input")
+    pr.add_argument("--optimization", choices=("disable", "basic", "extended", "all"), default="all",
+                    help="onnxruntime graph optimization level the deployment uses (default: %(default)s)")
+    pr.add_argument("--threads", type=int, default=0,
+                    help="onnxruntime intra-op threads the deployment uses; 0 = onnxruntime's default (default: %(default)s)")
+    pr.add_argument("--warmup", type=int, default=5, help="unmeasured runs per model first (default: %(default)s)")
+    pr.add_argument("--runs", type=int, default=30, help="measured runs per model; per-kernel medians (default: %(default)s)")
+    pr.add_argument("--description", default="", help="a line describing the device")
+    pr.add_argument("--force", action="store_true", help="replace FILE.toml if it exists")
+    pr.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of tables")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
+
+    b = sub.add_parser("bench", help="partition quality over a suite of models, targets and links; --check gates CI",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG_BENCH)
+    b.add_argument("--quick", action="store_true", help="zoo and light models only, rpi4,cloud only")
+    b.add_argument("--models", metavar="PATTERNS", help="only models matching these comma-separated patterns, e.g. 'resnet*,bottlenet'")
+    b.add_argument("--links", default="3g,4g,wifi", help="links to the cloud, from 3g,4g,wifi (default: %(default)s)")
+    b.add_argument("--shared", metavar="DIR", help="trained models with a MANIFEST.md (default: ../shared/models when present)")
+    b.add_argument("--check", nargs="?", const=_BASELINE, metavar="BASELINE",
+                   help=f"fail (exit 3), naming the cases, on a predicted cost >0.1%% worse than BASELINE or a failed case (default: {_BASELINE})")
+    b.add_argument("--update", nargs="?", const="", metavar="BASELINE",
+                   help=f"rewrite BASELINE from this run (default: the --check file, else {_BASELINE})")
+    b.add_argument("-o", "--output", metavar="DIR", help="also write DIR/bench.md and DIR/bench.json")
+    b.add_argument("--json", action="store_true", help="print the JSON report on stdout instead of markdown")
     return p
 
 
@@ -114,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"splitc: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ModuleNotFoundError as e:
-        if e.name in {"onnx", "onnx_ir", "pulp", "networkx", "rich", "highspy"}:
+        if e.name in {"onnx", "onnx_ir", "pulp", "networkx", "rich", "highspy", "matplotlib"}:
             print(f"splitc: error: '{args.command}' needs the compiler ({e.name} is missing): pip install 'splitc[compiler]'",
                   file=sys.stderr)
             return EXIT_USAGE
@@ -122,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("splitc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `splitc ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001  - a bug in splitc, not a user mistake
         if os.environ.get("SPLITC_DEBUG"):
             raise

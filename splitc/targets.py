@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -29,8 +29,31 @@ OP_CLASSES = (
 
 
 @dataclass(frozen=True)
+class ClassFit:
+    """A fitted per-kernel latency model for one op class (a ``[fit.<class>]`` table of a profile).
+
+    latency = overhead_s + s_per_flop * FLOPs + s_per_byte * bytes moved; for a Conv with a 1x1 kernel,
+    ``s_per_flop_1x1`` replaces ``s_per_flop`` when the profile fitted the two kernel sizes apart.
+    """
+
+    overhead_s: float = 0.0
+    s_per_flop: float = 0.0
+    s_per_byte: float = 0.0
+    s_per_flop_1x1: float | None = None
+    samples: int = 0  # measured kernels (fused groups) it was fitted on
+
+    FIELDS = ("overhead_s", "s_per_flop", "s_per_byte", "s_per_flop_1x1", "samples")
+
+    def latency(self, flops: float, bytes_moved: float, kernel: int = 0) -> float:
+        per_flop = self.s_per_flop_1x1 if kernel == 1 and self.s_per_flop_1x1 is not None else self.s_per_flop
+        return self.overhead_s + flops * per_flop + bytes_moved * self.s_per_byte
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
-    """An analytical device model: latency = overhead + max(flops / rate, bytes / bandwidth)."""
+    """A device model. Analytical: latency = overhead + max(flops / rate, bytes / bandwidth). A profile
+    measured by ``splitc profile`` adds fitted per-class models (``fits``); a class without one falls back
+    to the analytical fields."""
 
     name: str
     description: str
@@ -42,12 +65,35 @@ class DeviceProfile:
     decode_bytes_per_s: float
     busy_power_w: float = 0.0
     idle_power_w: float = 0.0
+    fits: tuple[tuple[str, ClassFit], ...] = ()  # op class -> fitted model (measured profiles)
+    measured: dict | None = field(default=None, compare=False, hash=False)  # the [measured] table, as read
 
     def rate(self, op_class: str) -> float:
         return dict(self.flops_per_s)[op_class]
 
-    def latency(self, flops: float, bytes_moved: float, op_class: str) -> float:
+    def fit(self, op_class: str) -> ClassFit | None:
+        return dict(self.fits).get(op_class)
+
+    def latency(self, flops: float, bytes_moved: float, op_class: str, kernel: int = 0) -> float:
+        """Seconds for one node; ``kernel`` is a Conv's spatial kernel size in elements (1 for 1x1), else 0."""
+        fitted = self.fit(op_class)
+        if fitted is not None:
+            return fitted.latency(flops, bytes_moved, kernel)
         return self.op_overhead_s + max(flops / self.rate(op_class), bytes_moved / self.memory_bytes_per_s)
+
+
+@dataclass(frozen=True)
+class RadioModel:
+    """Linear radio power while transferring: P = alpha x throughput + beta (JointDNN's model)."""
+
+    alpha_up_w_per_mbps: float
+    alpha_down_w_per_mbps: float
+    beta_w: float
+    source: str = ""
+
+    def power_w(self, bps: float, direction: str) -> float:
+        alpha = self.alpha_up_w_per_mbps if direction == "up" else self.alpha_down_w_per_mbps
+        return alpha * bps / 1e6 + self.beta_w
 
 
 @dataclass(frozen=True)
@@ -59,10 +105,17 @@ class Link:
     down_bps: float
     rtt_s: float
     source: str = ""
+    radio: RadioModel | None = None
 
     def transfer_s(self, nbytes: float, direction: str) -> float:
         rate = self.up_bps if direction == "up" else self.down_bps
         return nbytes * 8.0 / rate
+
+    def scaled(self, up_bps: float) -> "Link":
+        """The same link at another uplink rate, the downlink scaled in proportion."""
+        from dataclasses import replace
+
+        return replace(self, name=f"{self.name}@{up_bps / 1e6:g}Mbps", up_bps=up_bps, down_bps=self.down_bps * up_bps / self.up_bps)
 
 
 def _profile_dir():
@@ -85,6 +138,17 @@ def _need(table: dict, key: str, where: str, kind=(int, float)):
 
 
 def parse_profile(data: dict, where: str) -> DeviceProfile:
+    known = {"name", "description", "sources", "compute", "codec", "power", "fit", "measured"}
+    unknown_tables = set(data) - known
+    if unknown_tables:
+        raise SplitcError(f"{where}: unknown field(s) {sorted(unknown_tables)}; known: {sorted(known)}")
+    if not isinstance(data.get("name"), str) or not data.get("name"):
+        raise SplitcError(f"{where}: field 'name' must be a non-empty string" if "name" in data else f"{where}: missing field 'name'")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise SplitcError(f"{where}: field 'sources' must be a list of strings")
+    if not isinstance(data.get("description", ""), str):
+        raise SplitcError(f"{where}: field 'description' must be a string")
     compute = data.get("compute")
     if not isinstance(compute, dict):
         raise SplitcError(f"{where}: missing table [compute]")
@@ -99,20 +163,55 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         raise SplitcError(f"{where} [compute]: unknown field(s) {sorted(unknown)}; known: {list(OP_CLASSES)}")
     codec = data.get("codec", {})
     power = data.get("power", {})
+    for table, value in (("codec", codec), ("power", power)):
+        if not isinstance(value, dict):
+            raise SplitcError(f"{where}: [{table}] must be a table")
     bw = float(_need(compute, "memory_bytes_per_s", f"{where} [compute]"))
     if bw <= 0:
         raise SplitcError(f"{where} [compute]: field 'memory_bytes_per_s' must be positive")
+    for key in ("encode_bytes_per_s", "decode_bytes_per_s"):
+        if _need(codec, key, f"{where} [codec]") <= 0:
+            raise SplitcError(f"{where} [codec]: field '{key}' must be positive")
+    for key in ("busy_w", "idle_w"):
+        if key in power:
+            _need(power, key, f"{where} [power]")
+    fit_table = data.get("fit", {})
+    if not isinstance(fit_table, dict):
+        raise SplitcError(f"{where}: [fit] must be a table of [fit.<op class>] tables")
+    fits = []
+    for cls, table in fit_table.items():
+        at = f"{where} [fit.{cls}]"
+        if cls not in OP_CLASSES:
+            raise SplitcError(f"{at}: unknown op class '{cls}'; known: {list(OP_CLASSES)}")
+        if not isinstance(table, dict):
+            raise SplitcError(f"{at}: must be a table")
+        extra = set(table) - set(ClassFit.FIELDS)
+        if extra:
+            raise SplitcError(f"{at}: unknown field(s) {sorted(extra)}; known: {list(ClassFit.FIELDS)}")
+        values = {key: _need(table, key, at) for key in ("overhead_s", "s_per_flop", "s_per_byte")}
+        if "s_per_flop_1x1" in table:
+            if cls != "conv":
+                raise SplitcError(f"{at}: field 's_per_flop_1x1' is only for [fit.conv]")
+            values["s_per_flop_1x1"] = _need(table, "s_per_flop_1x1", at)
+        if "samples" in table:
+            values["samples"] = int(_need(table, "samples", at, int))
+        fits.append((cls, ClassFit(**{k: (v if k == "samples" else float(v)) for k, v in values.items()})))
+    measured = data.get("measured")
+    if measured is not None and not isinstance(measured, dict):
+        raise SplitcError(f"{where}: [measured] must be a table")
     return DeviceProfile(
-        name=str(_need(data, "name", where, str)),
+        name=data["name"],
         description=str(data.get("description", "")),
-        sources=tuple(data.get("sources", ())),
+        sources=tuple(sources),
         flops_per_s=tuple(rates),
         memory_bytes_per_s=bw,
         op_overhead_s=float(_need(compute, "op_overhead_s", f"{where} [compute]")),
-        encode_bytes_per_s=float(_need(codec, "encode_bytes_per_s", f"{where} [codec]")),
-        decode_bytes_per_s=float(_need(codec, "decode_bytes_per_s", f"{where} [codec]")),
+        encode_bytes_per_s=float(codec["encode_bytes_per_s"]),
+        decode_bytes_per_s=float(codec["decode_bytes_per_s"]),
         busy_power_w=float(power.get("busy_w", 0.0)),
         idle_power_w=float(power.get("idle_w", 0.0)),
+        fits=tuple(fits),
+        measured=measured,
     )
 
 
@@ -139,10 +238,14 @@ def load_target(spec: str) -> DeviceProfile:
 
 def builtin_links() -> dict[str, Link]:
     data = tomllib.loads((_profile_dir() / "links.toml").read_text())
-    return {
-        name: Link(name, float(t["up_bps"]), float(t["down_bps"]), float(t["rtt_s"]), str(t.get("source", "")))
-        for name, t in data.items()
-    }
+    links = {}
+    for name, t in data.items():
+        radio = None
+        if "radio" in t:
+            r = t["radio"]
+            radio = RadioModel(r["alpha_up_mw_per_mbps"] / 1e3, r["alpha_down_mw_per_mbps"] / 1e3, r["beta_mw"] / 1e3, r.get("source", ""))
+        links[name] = Link(name, float(t["up_bps"]), float(t["down_bps"]), float(t["rtt_s"]), str(t.get("source", "")), radio)
+    return links
 
 
 _RATE_UNITS = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
@@ -157,8 +260,46 @@ def _quantity(text: str, units: dict[str, float], what: str, spec: str) -> float
     return float(m.group(1)) * units[unit]
 
 
+_UNITS = {
+    "time": ({"s": 1.0, "ms": 1e-3, "us": 1e-6}, "100ms"),
+    "energy": ({"j": 1.0, "mj": 1e-3, "uj": 1e-6}, "2J"),
+    "bytes": ({"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}, "512MB"),
+    "rate": ({"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}, "10Mbps"),
+}
+
+
+def parse_quantity(text: str | None, kind: str, flag: str):
+    """``100ms`` -> 0.1 (seconds), ``2J``, ``512MB`` -> bytes, ``10Mbps`` -> bits/s; None stays None."""
+    if text is None:
+        return None
+    units, example = _UNITS[kind]
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in units:
+        raise SplitcError(f"{flag} '{text}': write a number with a unit ({', '.join(units)}), e.g. {example}")
+    value = float(m.group(1)) * units[unit]
+    if value <= 0:
+        raise SplitcError(f"{flag} '{text}': must be positive")
+    return int(value) if kind == "bytes" else value
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """``0.5:200Mbps`` -> (0.5e6, 200e6) bits/s (the unit of the upper end applies to both if the lower has none)."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    if not sep:
+        raise SplitcError(f"--sweep-bandwidth '{text}': write LO:HI with a unit, e.g. 0.5:200Mbps")
+    unit = re.sub(r"^[0-9.e+-]+", "", hi.strip())
+    lo_v = parse_quantity(lo if re.search(r"[a-zA-Z]$", lo.strip()) else lo + unit, "rate", "--sweep-bandwidth")
+    hi_v = parse_quantity(hi, "rate", "--sweep-bandwidth")
+    if lo_v >= hi_v:
+        raise SplitcError(f"--sweep-bandwidth '{text}': the lower end must be below the upper")
+    return lo_v, hi_v
+
+
 def parse_link(spec: str) -> Link:
-    """``4g`` or ``up=10Mbps,down=50Mbps,rtt=40ms``."""
+    """``4g`` or ``up=10Mbps,down=50Mbps,rtt=40ms[,radio=4g]`` (radio: whose power model to use for energy)."""
     links = builtin_links()
     if spec in links:
         return links[spec]
@@ -167,13 +308,36 @@ def parse_link(spec: str) -> Link:
     fields = {}
     for part in spec.split(","):
         key, _, val = part.partition("=")
-        fields[key.strip().lower()] = val
+        fields[key.strip().lower()] = val.strip()
     missing = {"up", "down", "rtt"} - set(fields)
-    extra = set(fields) - {"up", "down", "rtt"}
+    extra = set(fields) - {"up", "down", "rtt", "radio"}
     if missing or extra:
-        raise SplitcError(f"link '{spec}': needs exactly up=, down= and rtt= (missing {sorted(missing)}, unknown {sorted(extra)})")
+        raise SplitcError(f"link '{spec}': needs up=, down= and rtt= (and optionally radio=3g|4g|wifi); missing {sorted(missing)}, unknown {sorted(extra)}")
     up = _quantity(fields["up"], _RATE_UNITS, "up", spec)
     down = _quantity(fields["down"], _RATE_UNITS, "down", spec)
     if up <= 0 or down <= 0:
         raise SplitcError(f"link '{spec}': rates must be positive")
-    return Link(spec, up, down, _quantity(fields["rtt"], _TIME_UNITS, "rtt", spec), "custom")
+    radio = None
+    if "radio" in fields:
+        if fields["radio"] not in links:
+            raise SplitcError(f"link '{spec}': radio '{fields['radio']}' is not one of {', '.join(links)}")
+        radio = links[fields["radio"]].radio
+    return Link(spec, up, down, _quantity(fields["rtt"], _TIME_UNITS, "rtt", spec), "custom", radio)
+
+
+def parse_links(spec: str, count: int) -> tuple[Link, ...]:
+    """``count`` links for a chain of ``count + 1`` tiers: one spec for all, or one per pair.
+
+    Per pair: ``wifi;4g`` or, for built-in names only, ``wifi,4g``.
+    """
+    if ";" in spec:
+        parts = [p.strip() for p in spec.split(";")]
+    elif "=" not in spec and "," in spec:
+        parts = [p.strip() for p in spec.split(",")]
+    else:
+        parts = [spec.strip()]
+    if len(parts) == 1:
+        parts = parts * count
+    if len(parts) != count:
+        raise SplitcError(f"--link '{spec}': {count + 1} tiers need {count} link(s) (one per adjacent pair), got {len(parts)}")
+    return tuple(parse_link(p) for p in parts)

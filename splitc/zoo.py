@@ -244,37 +244,45 @@ def transformer_block(seq: int | str = "seq", dim: int = 64, heads: int = 4, bat
     The head split is computed from the input's runtime shape (Shape -> Gather -> Concat ->
     Reshape), as exporters emit it, so symbolic ``batch``/``seq`` dims need ``--input-shape``.
     """
+    return transformer(1, seq, dim, heads, batch, seed, opset, ir_version, name="transformer_block")
+
+
+def transformer(layers: int = 12, seq: int | str = "seq", dim: int = 64, heads: int = 4, batch: int | str = "batch",
+                seed: int = 0, opset: int = 17, ir_version: int = 8, name: str = "transformer") -> onnx.ModelProto:
+    """``layers`` pre-LN encoder blocks; each recomputes its head split from the runtime shape, as exporters do."""
     assert dim % heads == 0
     hd = dim // heads
-    b = Builder("transformer_block", seed)
+    b = Builder(name, seed)
     x = b.input("x", [batch, seq, dim])
-    shape = b.op("Shape", [x])
-    n_b = b.op("Gather", [shape, b.const([0])], axis=0)
-    n_s = b.op("Gather", [shape, b.const([1])], axis=0)
-    split_shape = b.op("Concat", [n_b, n_s, b.const([heads]), b.const([hd])], axis=0)
-    merge_shape = b.op("Concat", [n_b, n_s, b.const([dim])], axis=0)
 
     def layer_norm(v):
         g = b.init((1.0 + 0.1 * b.rng.standard_normal(dim)).astype(np.float32), "ln_g")
         beta = b.init((0.05 * b.rng.standard_normal(dim)).astype(np.float32), "ln_b")
         return b.op("LayerNormalization", [v, g, beta], axis=-1, epsilon=1e-5)
 
-    def heads_of(v, perm):
-        return b.op("Transpose", [b.op("Reshape", [v, split_shape])], perm=perm)
+    for layer in range(layers):
+        shape = b.op("Shape", [x])
+        n_b = b.op("Gather", [shape, b.const([0])], axis=0)
+        n_s = b.op("Gather", [shape, b.const([1])], axis=0)
+        split_shape = b.op("Concat", [n_b, n_s, b.const([heads]), b.const([hd])], axis=0)
+        merge_shape = b.op("Concat", [n_b, n_s, b.const([dim])], axis=0)
 
-    h = layer_norm(x)
-    q = heads_of(b.matmul(h, dim, dim), [0, 2, 1, 3])  # [B, H, S, hd]
-    k = heads_of(b.matmul(h, dim, dim), [0, 2, 3, 1])  # [B, H, hd, S]
-    v = heads_of(b.matmul(h, dim, dim), [0, 2, 1, 3])
-    att = b.op("Mul", [b.op("MatMul", [q, k]), b.const(1.0 / math.sqrt(hd), np.float32)])
-    att = b.op("Softmax", [att], axis=-1)
-    ctx = b.op("Transpose", [b.op("MatMul", [att, v])], perm=[0, 2, 1, 3])
-    ctx = b.op("Reshape", [ctx, merge_shape])
-    x = b.op("Add", [x, b.matmul(ctx, dim, dim)])
-    h = layer_norm(x)
-    h = b.matmul(b.relu(b.matmul(h, dim, 4 * dim)), 4 * dim, dim)
-    y = b.op("Add", [x, h], name="y")
-    return b.build([y], doc="transformer encoder block with shape arithmetic", opset=opset, ir_version=ir_version)
+        def heads_of(v, perm):
+            return b.op("Transpose", [b.op("Reshape", [v, split_shape])], perm=perm)
+
+        h = layer_norm(x)
+        q = heads_of(b.matmul(h, dim, dim), [0, 2, 1, 3])  # [B, H, S, hd]
+        k = heads_of(b.matmul(h, dim, dim), [0, 2, 3, 1])  # [B, H, hd, S]
+        v = heads_of(b.matmul(h, dim, dim), [0, 2, 1, 3])
+        att = b.op("Mul", [b.op("MatMul", [q, k]), b.const(1.0 / math.sqrt(hd), np.float32)])
+        att = b.op("Softmax", [att], axis=-1)
+        ctx = b.op("Transpose", [b.op("MatMul", [att, v])], perm=[0, 2, 1, 3])
+        ctx = b.op("Reshape", [ctx, merge_shape])
+        x = b.op("Add", [x, b.matmul(ctx, dim, dim)])
+        h = layer_norm(x)
+        h = b.matmul(b.relu(b.matmul(h, dim, 4 * dim)), 4 * dim, dim)
+        x = b.op("Add", [x, h], name="y" if layer == layers - 1 else None)
+    return b.build([x], doc=f"transformer encoder, {layers} block(s), with shape arithmetic", opset=opset, ir_version=ir_version)
 
 
 def resnet18(size: int = 224, classes: int = 1000, seed: int = 0,

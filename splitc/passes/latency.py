@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from splitc import annotations as ann
+from splitc.fit import conv_kernel
 from splitc.targets import DeviceProfile
 
 
@@ -25,6 +26,7 @@ class LatencyPass(ir.passes.InPlacePass):
                 # folded at load time / computed inside the kernel it is fused into
                 seconds = tuple((t.name, 0.0) for t in self.targets)
             else:
-                seconds = tuple((t.name, t.latency(cost.flops, cost.bytes_moved, cost.op_class)) for t in self.targets)
+                kernel = conv_kernel(node)  # fitted profiles cost 1x1 and k x k convolutions apart
+                seconds = tuple((t.name, t.latency(cost.flops, cost.bytes_moved, cost.op_class, kernel)) for t in self.targets)
             node.meta[ann.LATENCY] = ann.NodeLatency(seconds)
         return ir.passes.PassResult(model, False)

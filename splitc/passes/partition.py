@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from splitc import annotations as ann
-from splitc.costgraph import CNode, CostGraph, CTensor
+from splitc.costgraph import CNode, CostGraph, CTensor, CWeight
 from splitc.graphutil import graph_inputs, node_inputs
-from splitc.optimizer import Solution, baselines, solve_ilp
+from splitc.optimizer import Goal, Solution, baselines, solve
 from splitc.passes.replicable import is_replicable
 from splitc.targets import DeviceProfile, Link
 
@@ -28,6 +28,7 @@ class PartitionResult:
     cost_graph: CostGraph
     solution: Solution
     baselines: dict[str, Solution]
+    goal: Goal = Goal()
 
 
 def encoded_bytes(info: ann.TensorInfo, boundary: str) -> tuple[int, str]:
@@ -38,7 +39,8 @@ def encoded_bytes(info: ann.TensorInfo, boundary: str) -> tuple[int, str]:
     return info.bytes, "raw+zstd"
 
 
-def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], link: Link, boundary: str) -> CostGraph:
+def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links: Link | tuple[Link, ...], boundary: str,
+                     allow_return: bool = False) -> CostGraph:
     graph = model.graph
     nodes = [n for n in graph if not is_replicable(n)]
     index = {id(n): i for i, n in enumerate(nodes)}
@@ -46,38 +48,39 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], link: 
         CNode(n.name, n.op_type, tuple(ann.get(n, ann.LATENCY, ann.NodeLatency).on(t.name) for t in targets)) for n in nodes
     )
     consumers: dict[int, list[int]] = {}
-    values: dict[int, ir.Value] = {}
+    readers: dict[int, tuple[ir.Value, list[int]]] = {}  # weights: initializers or tensors computed from them
     for i, n in enumerate(nodes):
         for v in node_inputs(n):
             producer = v.producer()
             if v.is_initializer() or (producer is not None and is_replicable(producer)):
+                readers.setdefault(id(v), (v, []))[1].append(i)
                 continue
             consumers.setdefault(id(v), []).append(i)
-            values[id(v)] = v
     outputs = {id(v) for v in graph.outputs}
     tensors = []
-    candidates = list(graph_inputs(graph)) + [o for n in nodes for o in n.outputs]
-    for v in candidates:
+    for v in list(graph_inputs(graph)) + [o for n in nodes for o in n.outputs]:
         if id(v) not in consumers and id(v) not in outputs:
             continue
-        info = ann.get(v, ann.TENSOR, ann.TensorInfo)
         producer = v.producer()
+        if producer is None and not consumers.get(id(v)):
+            continue  # an input passed straight through: already on the device
+        info = ann.get(v, ann.TENSOR, ann.TensorInfo)
         enc, codec = encoded_bytes(info, boundary)
-        if id(v) in outputs:
-            enc, codec = info.bytes, "raw+zstd"  # results come back losslessly
-            if producer is None:
-                continue  # an input passed straight through: already on the device
-        tensors.append(
-            CTensor(
-                v.name,
-                index[id(producer)] if producer is not None else None,
-                tuple(sorted(set(consumers.get(id(v), ())))),
-                id(v) in outputs,
-                info.bytes,
-                enc,
-                codec,
-            )
-        )
+        tensors.append(CTensor(
+            v.name,
+            index[id(producer)] if producer is not None else None,
+            tuple(sorted(set(consumers.get(id(v), ())))),
+            id(v) in outputs,
+            info.bytes,
+            enc,
+            codec,
+            info.bytes if id(v) in outputs else None,  # results come back losslessly
+        ))
+    weights = []
+    for v, who in readers.values():
+        info = v.meta.get(ann.TENSOR)
+        nbytes = info.bytes if info is not None else (v.const_value.nbytes if v.const_value is not None else 0)
+        weights.append(CWeight(v.name, int(nbytes), tuple(sorted(set(who)))))
     tied = []
     for i, n in enumerate(nodes):
         rule = ann.get(n, ann.COST, ann.NodeCost).rule
@@ -87,26 +90,33 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], link: 
         tuple(t.name for t in targets),
         cnodes,
         tuple(tensors),
-        link,
+        links if isinstance(links, tuple) else (links,),
         tuple(t.encode_bytes_per_s for t in targets),
         tuple(t.decode_bytes_per_s for t in targets),
         tuple(tied),
+        tuple(weights),
+        tuple(t.busy_power_w for t in targets),
+        allow_return,
     )
 
 
 @dataclass
 class PartitionPass(ir.passes.InPlacePass):
     targets: tuple[DeviceProfile, ...] = ()
-    link: Link | None = None
+    link: Link | tuple[Link, ...] | None = None
     boundary: str = "int8"
-    policy: Callable[[CostGraph], Solution] = field(default=solve_ilp)
+    policy: Callable[[CostGraph], Solution] | None = None
+    goal: Goal = field(default_factory=Goal)
+    allow_return: bool = False
+    time_limit_s: float | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        cg = build_cost_graph(model, self.targets, self.link, self.boundary)
-        solution = self.policy(cg)
+        cg = build_cost_graph(model, self.targets, self.link, self.boundary, self.allow_return)
+        policy = self.policy or (lambda g: solve(g, self.goal, self.time_limit_s))
+        solution = policy(cg)
         placed = dict(zip((n.name for n in cg.nodes), solution.placement))
         for node in model.graph:
             if node.name in placed:
                 node.meta[ann.PLACEMENT] = ann.Placement(self.targets[placed[node.name]].name)
-        model.graph.meta[PARTITION] = PartitionResult(cg, solution, baselines(cg))
+        model.graph.meta[PARTITION] = PartitionResult(cg, solution, baselines(cg, self.goal), self.goal)
         return ir.passes.PassResult(model, True)

@@ -1,49 +1,67 @@
-"""Split pass: apply a partition plan to the model, producing one ONNX model per tier.
+"""Split pass: apply a placement to the model, producing one ONNX model per stage.
 
-Mechanics only: which node runs where was decided by the partition pass. Each part is a copy
-of the model with the other parts' nodes removed, the tensors it receives turned into graph
-inputs (behind a dequantize op when the boundary quantizes), the tensors it sends turned into
-outputs (behind a quantize op), and only the initializers it uses. Nodes that depend on no
-input (constants, shape arithmetic) are copied into every part that needs them.
+Mechanics only: which node runs where was decided by the partition pass; the order of stages
+comes from :mod:`splitc.schedule`. Each part is a copy of the model with every other stage's
+nodes removed, the tensors it receives turned into graph inputs (behind a dequantize op when
+the boundary quantizes), the tensors it sends turned into outputs (behind a quantize op), and
+only the initializers it uses. Nodes that depend on no input (constants, shape arithmetic) are
+copied into every part that needs them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import AddInitializersToInputsPass, RemoveUnusedNodesPass
 
 from splitc import annotations as ann
 from splitc.graphutil import _subgraphs, graph_inputs, node_inputs
-from splitc.passes.boundary import WireTensor, dequantize_nodes, quantize_nodes, quantizes
+from splitc.passes.boundary import WireTensor, dequantize_nodes, quantize_nodes, quantizes, wire_names
 from splitc.passes.partition import PARTITION, PartitionResult
 from splitc.passes.replicable import is_replicable
+from splitc.schedule import Schedule, schedule
 
 PARTS = "splitc.parts"  # on ir.Graph.meta: SplitResult
 
 
 @dataclass(frozen=True)
 class Crossing:
+    """One tensor crossing one link in one direction (a hop)."""
+
     tensor: str
     src: int  # tier index
     dst: int
+    link: int
+    stage: int  # sent right after this stage
     raw_bytes: int
     encoded_bytes: int  # the optimizer's estimate, before entropy coding
     codec: str
     wire: tuple[WireTensor, ...]
-    is_output: bool
+    is_output: bool  # a result on its way to the device
+
+
+@dataclass(frozen=True)
+class StagePart:
+    index: int
+    tier: int
+    model: ir.Model | None  # None: the stage runs nothing (it only forwards inputs)
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class SplitResult:
-    parts: dict[int, ir.Model]  # tier index -> model (absent when the tier runs nothing)
+    stages: tuple[StagePart, ...]
     crossings: tuple[Crossing, ...]
     outputs: tuple[str, ...]  # the original graph outputs, in order
+    schedule: Schedule
 
-
-def _np_dtype(dtype: ir.DataType) -> str:
-    return dtype.numpy().name
+    @property
+    def parts(self) -> dict[int, ir.Model]:
+        """Stage index -> model, for the stages that run something."""
+        return {s.index: s.model for s in self.stages if s.model is not None}
 
 
 def _opset(model: ir.Model) -> int:
@@ -60,89 +78,94 @@ class SplitPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         result: PartitionResult = model.graph.meta[PARTITION]
         cg, placement = result.cost_graph, result.solution.placement
-        tier_of = {n.name: placement[i] for i, n in enumerate(cg.nodes)}
+        sched = schedule(cg, placement)
         graph = model.graph
         by_name = {v.name: v for v in list(graph.inputs) + [o for n in graph for o in n.outputs]}
         crossings = []
-        for t in cg.tensors:
-            src = 0 if t.producer is None else placement[t.producer]
-            dsts = {placement[c] for c in t.consumers} | ({0} if t.is_output else set())
-            for dst in sorted(dsts - {src}):
-                v = by_name[t.name]
-                lossy = quantizes(v, self.boundary) and not t.is_output
-                wire = (
-                    tuple(WireTensor(n, d, s) for n, d, s in zip(
-                        (f"{t.name}__q", f"{t.name}__scale", f"{t.name}__zero_point"),
-                        ("uint8", "float32", "uint8"),
-                        (ann.get(v, ann.TENSOR, ann.TensorInfo).shape, (), ()),
-                    ))
-                    if lossy
-                    else (WireTensor(t.name, _np_dtype(v.dtype), ann.get(v, ann.TENSOR, ann.TensorInfo).shape),)
-                )
-                crossings.append(Crossing(t.name, src, dst, t.raw_bytes, t.encoded_bytes if not t.is_output or dst != 0 else t.raw_bytes,
-                                          "int8-dynamic+zstd" if lossy else "raw+zstd", wire, t.is_output and dst == 0))
+        for hop in sched.hops:
+            t = cg.tensors[hop.tensor]
+            v = by_name[t.name]
+            lossy = quantizes(v, self.boundary) and not (t.is_output and not hop.up)
+            shape = ann.get(v, ann.TENSOR, ann.TensorInfo).shape
+            wire = (tuple(WireTensor(n, d, s) for n, d, s in zip(wire_names(t.name), ("uint8", "float32", "uint8"), (shape, (), ())))
+                    if lossy else (WireTensor(t.name, v.dtype.numpy().name, shape),))
+            encoded = t.encoded_bytes if hop.up or t.encoded_down_bytes is None else t.encoded_down_bytes
+            crossings.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded,
+                                      "int8-dynamic+zstd" if lossy else "raw+zstd", wire, t.is_output and not hop.up))
         proto = ir.to_proto(model)
-        parts = {}
+        node_names = [n.name for n in cg.nodes]
+        stage_tier = {s.index: s.tier for s in sched.stages}
+        produced_in = {}  # tensor name -> stage
+        for t in cg.tensors:
+            produced_in[t.name] = 0 if t.producer is None else sched.stage_of[t.producer]
+        tier_of_tensor = {t.name: (0 if t.producer is None else placement[t.producer]) for t in cg.tensors}
+        parts = []
+        for stage in sched.stages:
+            parts.append(self._part(model, proto, stage, {node_names[i] for i in stage.nodes}, crossings, produced_in,
+                                    tier_of_tensor, stage_tier, sched, cg, placement))
         outputs = tuple(v.name for v in graph.outputs)
-        for tier in range(len(cg.tiers)):
-            part = self._part(model, proto, tier, tier_of, crossings)
-            if part is not None:
-                parts[tier] = part
-        model.graph.meta[PARTS] = SplitResult(parts, tuple(crossings), outputs)
+        model.graph.meta[PARTS] = SplitResult(tuple(parts), tuple(crossings), outputs, sched)
         return ir.passes.PassResult(model, False)
 
-    def _part(self, model, proto, tier, tier_of, crossings) -> ir.Model | None:
+    def _part(self, model, proto, stage, names, crossings, produced_in, tier_of_tensor, stage_tier, sched, cg, placement) -> StagePart:
         graph = model.graph
-        placed = [n for n in graph if tier_of.get(n.name) == tier]
+        tier = stage.tier
+        placed = [n for n in graph if n.name in names]
         keep = {n.name for n in placed}
         stack = list(placed)
+        if stage.index == 0:  # results computed from weights alone are produced on the device
+            stack += [v.producer() for v in graph.outputs if v.producer() is not None and is_replicable(v.producer())]
+            keep |= {n.name for n in stack}
         while stack:  # pull in the replicable producers this part reads
             for v in node_inputs(stack.pop()):
                 p = v.producer()
                 if p is not None and is_replicable(p) and p.name not in keep:
                     keep.add(p.name)
                     stack.append(p)
-        received = [c for c in crossings if c.dst == tier and not c.is_output]  # results are merged by the runtime
-        sent = [c for c in crossings if c.src == tier]
-        own_outputs = [
-            v.name for v in graph.outputs
-            if (v.producer() is None and tier == 0)
-            or (v.producer() is not None and (tier_of.get(v.producer().name) == tier or (tier == 0 and is_replicable(v.producer()))))
-        ]
-        if tier == 0:  # replicable outputs are computed on the device
-            for v in graph.outputs:
-                if v.producer() is not None and is_replicable(v.producer()):
-                    keep.add(v.producer().name)
-                    stack = [v.producer()]
-                    while stack:
-                        for u in node_inputs(stack.pop()):
-                            p = u.producer()
-                            if p is not None and p.name not in keep:
-                                keep.add(p.name)
-                                stack.append(p)
-        if not placed and not sent and not own_outputs:
-            return None
+        read = {}
+        for n in placed:
+            for v in node_inputs(n):
+                p = v.producer()
+                if not v.is_initializer() and not (p is not None and is_replicable(p)) and produced_in.get(v.name) != stage.index:
+                    read[v.name] = v
+        received = {c.tensor: c for c in crossings if c.dst == tier and c.tensor in read and tier_of_tensor[c.tensor] != tier}
+        local = [name for name in read if name not in received]  # graph inputs on the device, or from an earlier stage here
+        sent = [c for c in crossings if c.stage == stage.index and c.src == tier]
+        later_local = set()
+        for s in sched.stages:
+            if s.index > stage.index and s.tier == tier:
+                for i in s.nodes:
+                    later_local |= {t.name for t in cg.tensors if i in t.consumers and produced_in[t.name] == stage.index}
+        results = [v.name for v in graph.outputs if tier == 0 and (produced_in.get(v.name) == stage.index if v.name in produced_in else stage.index == 0)]
 
         part = ir.from_proto(proto)
         g = part.graph
         values = {v.name: v for v in list(g.inputs) + [o for n in g for o in n.outputs]}
-        originals = {v.name for v in graph_inputs(g)}
         opset = _opset(part)
         new_inputs: list[ir.Value] = []
         prologue: list[ir.Node] = []
-        for c in received:
-            old = values[c.tensor]
+        for name, c in received.items():
+            old = values[name]
             if len(c.wire) == 3:
-                q, scale, zp = (ir.Value(name=w.name, type=ir.TensorType(ir.DataType.from_numpy(__import__("numpy").dtype(w.dtype))),
+                q, scale, zp = (ir.Value(name=w.name, type=ir.TensorType(ir.DataType.from_numpy(np.dtype(w.dtype))),
                                          shape=ir.Shape(list(w.shape))) for w in c.wire)
-                nodes, new = dequantize_nodes(q, scale, zp, old.dtype, c.tensor, opset)
+                nodes, new = dequantize_nodes(q, scale, zp, old.dtype, name, opset)
                 prologue += nodes
                 new_inputs += [q, scale, zp]
             else:
-                new = ir.Value(name=c.tensor, type=old.type, shape=old.shape)
+                new = ir.Value(name=name, type=old.type, shape=old.shape)
                 new_inputs.append(new)
             ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
-            new.name = c.tensor
+            new.name = name
+        originals = {v.name for v in graph_inputs(g)}
+        for name in local:
+            if name in originals:
+                continue  # a graph input: kept below
+            old = values[name]
+            new = ir.Value(name=name, type=old.type, shape=old.shape)
+            ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+            new.name = name
+            new_inputs.append(new)
         dropped = [n for n in g if n.name not in keep]
         for n in dropped:  # detach them (and their bodies) so the weights only they read become unused
             for m in [n, *(i for sub in _subgraphs(n) for i in ir.traversal.RecursiveGraphIterator(sub))]:
@@ -154,26 +177,42 @@ class SplitPass(ir.passes.InPlacePass):
                 g.insert_before(next(iter(g)), node)
             else:
                 g.append(node)
-        used_inputs = {id(u) for n in ir.traversal.RecursiveGraphIterator(g) for u in n.inputs if u is not None}
-        sent_names = {c.tensor for c in sent}
-        kept_inputs = [v for v in graph_inputs(g) if v.name in originals and (id(v) in used_inputs or v.name in sent_names or v.name in own_outputs)]
-        out_values: list[ir.Value] = [values[n] if n not in {c.tensor for c in received} else None for n in own_outputs]
-        out_values = [v for v in out_values if v is not None]
+        out_values: list[ir.Value] = []
+        out_names: set[str] = set()
+
+        def emit(v: ir.Value) -> None:
+            if v.name not in out_names:
+                out_names.add(v.name)
+                out_values.append(v)
+
+        for name in results:
+            if name in values and name not in received:
+                emit(values[name])
+        for name in sorted(later_local):
+            emit(values[name])
         for c in sent:
             src = values[c.tensor]
             if len(c.wire) == 3:
+                if wire_names(c.tensor)[0] in out_names:
+                    continue
                 nodes, wire = quantize_nodes(src, opset)
                 for node in nodes:
                     g.append(node)
-                out_values += list(wire)
-            elif src not in out_values:
-                out_values.append(src)
+                for w in wire:
+                    emit(w)
+            else:
+                emit(src)
+        used = {id(u) for n in ir.traversal.RecursiveGraphIterator(g) for u in n.inputs if u is not None} | {id(v) for v in out_values}
+        kept_inputs = [v for v in graph_inputs(g) if v.name in originals and tier == 0 and id(v) in used]
         g.inputs.clear()
         g.inputs.extend(kept_inputs + new_inputs)
         g.outputs.clear()
         g.outputs.extend(out_values)
+        if not out_values:  # the stage runs and sends nothing
+            return StagePart(stage.index, tier, None, tuple(v.name for v in g.inputs), tuple(v.name for v in out_values))
         RemoveUnusedNodesPass()(part)
         g.sort()
         if part.ir_version < 4:
             AddInitializersToInputsPass()(part)
-        return part
+        return StagePart(stage.index, tier, part, tuple(v.name for v in g.inputs if not v.is_initializer()),
+                         tuple(v.name for v in g.outputs))

@@ -50,16 +50,23 @@ _NP = {"float": "float32", "double": "float64", "float16": "float16", "bool": "b
 @dataclass
 class RunResult:
     outputs: dict[str, np.ndarray]
-    bytes_up: int = 0  # payload bytes device -> server
-    bytes_down: int = 0
-    raw_up: int = 0  # the same tensors as fp32/raw before the boundary codec
+    bytes_up: int = 0  # payload bytes device -> next tier
+    bytes_down: int = 0  # payload bytes back to the device
+    raw_up: int = 0  # the same tensors before the boundary codec
     seconds: dict[str, float] = field(default_factory=dict)
+    link_bytes: list[dict[str, int]] = field(default_factory=list)  # per link: {"up": .., "down": ..}
 
 
 class SplitModel:
-    """The artifacts of ``splitc compile`` loaded in onnxruntime, run locally in one process."""
+    """The artifacts of ``splitc compile`` loaded in onnxruntime, run locally in one process.
 
-    def __init__(self, out_dir: str | Path, optimization: str = "all", threads: int = 0):
+    Stages run in plan order, each on its tier's store of tensors; after a stage, every hop it
+    sends is encoded, (here) handed over in memory, and decoded into the next tier's store.
+    """
+
+    def __init__(self, out_dir: str | Path, optimization: str = "all", threads: int = 0, runtime: str = "ort"):
+        if runtime not in ("ort", "tvm"):
+            raise SplitcError(f"runtime '{runtime}': choose ort (the ONNX parts) or tvm (the libraries of --emit onnx,tvm)")
         out = Path(out_dir)
         plan_path = out / "plan.json"
         if not plan_path.is_file():
@@ -69,53 +76,74 @@ class SplitModel:
         except ValueError as e:
             raise SplitcError(f"{plan_path}: not valid JSON ({e})") from None
         self.dir = out
-        self.device = self.plan["targets"][0]["name"]
-        self.server = self.plan["targets"][1]["name"]
+        self.targets = [t["name"] for t in self.plan["targets"]]
+        self.device = self.targets[0]
+        self.stages = self.plan["stages"]
         self.sessions = {}
-        for target, file in self.plan["artifacts"].items():
+        self.runtime = runtime
+        if runtime == "tvm":  # each stage's TVM library instead of its ONNX part (splitc/runtimes/tvm.py)
+            from splitc.runtimes.tvm import open_parts
+
+            self.sessions = open_parts(out, self.plan, threads)
+        for stage in self.stages if runtime == "ort" else ():
+            file = stage.get("artifact")
+            if file is None:
+                continue
             if not (out / file).is_file():
-                raise SplitcError(f"{out}: plan.json names {file} for {target}, but it is missing")
-            self.sessions[target] = session(out / file, optimization, threads)
-        self.up = [b for b in self.plan["boundary"] if b["from"] == self.device]
-        self.down = [b for b in self.plan["boundary"] if b["to"] == self.device]
+                raise SplitcError(f"{out}: plan.json names {file} for stage {stage['index']} ({stage['target']}), but it is missing")
+            self.sessions[stage["index"]] = session(out / file, optimization, threads)
+        self.hops: dict[int, list[dict]] = {}
+        for b in self.plan["boundary"]:
+            self.hops.setdefault(b.get("stage", 0), []).append(b)
 
     @property
     def inputs(self) -> list[dict]:
         return self.plan["model"]["inputs"]
 
-    def _expected(self, crossings) -> dict[str, tuple[str, tuple[int, ...]]]:
-        return {w["name"]: (w["dtype"], tuple(w["shape"])) for b in crossings for w in b["wire"]}
+    @classmethod
+    def for_bandwidth(cls, out_dir: str | Path, up_bps: float, **kwargs) -> "SplitModel":
+        """The plan a bandwidth sweep chose for this uplink rate (``splitc compile --sweep-bandwidth``)."""
+        plan = json.loads((Path(out_dir) / "plan.json").read_text())
+        sweep = plan.get("sweep")
+        if not sweep:
+            raise SplitcError(f"{out_dir}: compiled without --sweep-bandwidth; there is one plan")
+        for interval in sweep["intervals"]:
+            if interval["min_up_bps"] * (1 - 1e-12) <= up_bps <= interval["max_up_bps"] * (1 + 1e-12):
+                return cls(Path(out_dir) / interval["plan"], **kwargs)
+        lo, hi = sweep["range_bps"]
+        raise SplitcError(f"{up_bps / 1e6:g} Mbps is outside the swept range {lo / 1e6:g}-{hi / 1e6:g} Mbps; recompile with a wider sweep")
 
     def run(self, feeds: dict[str, np.ndarray]) -> RunResult:
-        result = RunResult({})
-        available = dict(feeds)
-        t = time.perf_counter()
-        head = self.sessions.get(self.device)
-        if head is not None:
-            names = [o.name for o in head.get_outputs()]
-            head_in = {i.name: feeds[i.name] for i in head.get_inputs()}
-            available.update(zip(names, head.run(names, head_in)))
-        result.seconds["head"] = time.perf_counter() - t
-        if self.up:
-            t = time.perf_counter()
-            payload = encode({w["name"]: available[w["name"]] for b in self.up for w in b["wire"]})
-            result.seconds["encode"] = time.perf_counter() - t
-            result.bytes_up = len(payload)
-            result.raw_up = sum(b["raw_bytes"] for b in self.up)
-            t = time.perf_counter()
-            received = decode(payload, self._expected(self.up))  # on the server
-            result.seconds["decode"] = time.perf_counter() - t
-            tail = self.sessions[self.server]
-            t = time.perf_counter()
-            names = [o.name for o in tail.get_outputs()]
-            produced = dict(zip(names, tail.run(names, {i.name: received[i.name] for i in tail.get_inputs()})))
-            result.seconds["tail"] = time.perf_counter() - t
-            if self.down:
-                payload = encode({w["name"]: produced[w["name"]] for b in self.down for w in b["wire"]})
-                result.bytes_down = len(payload)
-                available.update(decode(payload, self._expected(self.down)))
-        result.outputs = {o["name"]: available[o["name"]] for o in self.plan["model"]["outputs"]}
+        result = RunResult({}, link_bytes=[{"up": 0, "down": 0} for _ in self.plan["links"]])
+        stores: dict[str, dict[str, np.ndarray]] = {t: {} for t in self.targets}
+        stores[self.device].update(feeds)
+        for stage in self.stages:
+            store = stores[stage["target"]]
+            sess = self.sessions.get(stage["index"])
+            if sess is not None:
+                t = time.perf_counter()
+                names = [o.name for o in sess.get_outputs()]
+                store.update(zip(names, sess.run(names, {i.name: store[i.name] for i in sess.get_inputs()})))
+                key = f"stage{stage['index']}_{stage['target']}"
+                result.seconds[key] = result.seconds.get(key, 0.0) + time.perf_counter() - t
+            for hop in self.hops.get(stage["index"], []):
+                self._send(hop, stores, result)
+        result.bytes_up, result.bytes_down = result.link_bytes[0]["up"], result.link_bytes[0]["down"]
+        result.outputs = {o["name"]: stores[self.device][o["name"]] for o in self.plan["model"]["outputs"]}
         return result
+
+    def _send(self, hop: dict, stores, result: RunResult) -> None:
+        wire = hop["wire"]
+        t = time.perf_counter()
+        payload = encode({w["name"]: stores[hop["from"]][w["name"]] for w in wire})
+        t_enc = time.perf_counter()
+        stores[hop["to"]].update(decode(payload, {w["name"]: (w["dtype"], tuple(w["shape"])) for w in wire}))
+        direction = hop.get("direction", "down" if hop["to"] == self.device else "up")
+        result.link_bytes[hop.get("link", 0)][direction] += len(payload)
+        result.seconds["encode"] = result.seconds.get("encode", 0.0) + t_enc - t
+        result.seconds["decode"] = result.seconds.get("decode", 0.0) + time.perf_counter() - t_enc
+        if hop.get("link", 0) == 0 and direction == "up":
+            result.raw_up += hop["raw_bytes"]
 
 
 @dataclass(frozen=True)
