@@ -216,3 +216,44 @@ def test_inspect_and_targets(tmp_path, capsys):
     assert main(["targets"]) == 0
     text = capsys.readouterr().out
     assert "jetson-nano" in text and "Neurosurgeon" in text
+
+
+def bottlenet_file(tmp_path):
+    from splitc import zoo
+
+    path = tmp_path / "bottlenet.onnx"
+    onnx.save(zoo.bottlenet(), path)
+    return path
+
+
+def test_partitioner_flags(tmp_path, capsys):
+    model = bottlenet_file(tmp_path)
+    assert main(["compile", str(model), "--link", "wifi", "--objective", "energy", "-o", str(tmp_path / "e"), "--json", "--no-report"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["predicted"]["energy_j"] <= min(b["energy_j"] for b in summary["baselines"].values()) * (1 + 1e-9)
+    assert main(["compile", str(model), "--link", "wifi", "--deadline", "1ms", "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("splitc: error: no plan meets --deadline 1.000ms: the smallest feasible value is") and "\n" not in err
+    assert not (tmp_path / "d").exists()
+    assert main(["compile", str(model), "--max-device-memory", "12XB", "-o", str(tmp_path / "m")]) == 2
+    assert "--max-device-memory '12XB'" in capsys.readouterr().err
+    assert main(["compile", str(model), "--target", "rpi4,jetson-nano,cloud", "--link", "wifi,4g,3g", "-o", str(tmp_path / "t")]) == 2
+    assert "3 tiers need 2 link(s)" in capsys.readouterr().err
+
+
+def test_three_tiers_and_sweep_through_the_cli(tmp_path, capsys):
+    model = bottlenet_file(tmp_path)
+    out = tmp_path / "three"
+    assert main(["compile", str(model), "--target", "rpi4,jetson-nano,cloud", "--link", "wifi,4g", "-o", str(out), "--no-report"]) == 0
+    text = capsys.readouterr().out
+    assert "rpi4 -[wifi]-> jetson-nano -[4g]-> cloud" in text and "jetson-nano" in text.split("predicted")[1]
+    plan = json.loads((out / "plan.json").read_text())
+    assert [t["role"] for t in plan["targets"]] == ["device", "edge", "server"]
+    assert main(["run", str(out), "--samples", "1"]) == 0
+    capsys.readouterr()
+    sweep = tmp_path / "sweep"
+    assert main(["compile", str(model), "--link", "wifi", "--sweep-bandwidth", "0.5:500Mbps", "-o", str(sweep), "--no-report"]) == 0
+    assert "bandwidth sweep" in capsys.readouterr().out
+    intervals = json.loads((sweep / "plan.json").read_text())["sweep"]["intervals"]
+    assert len(intervals) >= 2 and all((sweep / i["plan"] / "plan.json").is_file() for i in intervals)
+    assert main(["run", str(sweep / intervals[-1]["plan"]), "--samples", "1"]) == 0
