@@ -49,6 +49,10 @@ class CompileOptions:
     emit: str = "onnx"  # "onnx,tvm": also a TVM library per part (splitc/tvm_codegen.py)
     device_target: str = "auto"  # TVM target of the device's parts: auto (by its profile), host, a name or JSON
     cloud_target: str = "llvm"  # TVM target of the server's parts: llvm (x86), cuda, host, a name or JSON
+    calibrate: str | None = None  # images directory or .npz of inputs, for calibrated boundaries (splitc/calibrate.py)
+    accuracy_budget: str | None = None  # e.g. "top1=0.99" or "cosine=0.999": what --boundary auto must meet per tensor
+    calibrate_norm: str = "imagenet"  # how images become inputs: imagenet | unit | raw | raw-bgr
+    calibrate_samples: int = 48  # images: crops/flips drawn; the first 65% fit ranges, the rest measure size and error
 
     @property
     def goal(self) -> Goal:
@@ -125,8 +129,10 @@ def compile_model(
 
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    if options.boundary not in BOUNDARIES:
-        raise SplitcError(f"--boundary '{options.boundary}': choose one of {', '.join(BOUNDARIES)}")
+    from splitc.codecs import parse_budget, parse_codec
+
+    codec_spec = parse_codec(options.boundary)  # int8 / fp32 (BOUNDARIES) or a calibrated codec (splitc/codecs.py)
+    budget = parse_budget(options.accuracy_budget)
     if options.objective not in OBJECTIVES:
         raise SplitcError(f"--objective '{options.objective}': choose one of {', '.join(OBJECTIVES)}")
     targets = resolve_targets(options.target)
@@ -142,6 +148,8 @@ def compile_model(
     model = import_model(model_path, options.input_shapes)
     step("annotate")
     annotate(model, targets)
+    if codec_spec.calibrated:
+        _calibrate(model, codec_spec, budget, options)
     step("partition")
     run_passes([PartitionPass(targets, links, options.boundary, goal=options.goal, allow_return=options.allow_return,
                               time_limit_s=options.time_limit_s)], model)
@@ -157,6 +165,10 @@ def compile_model(
         variants = _sweep_variants(model, model_path, targets, links, options, partition)
         plan["sweep"] = _sweep_table(links[0], options, variants)
         model.graph.meta[PARTITION], model.graph.meta[PARTS] = partition, split
+    if codec_spec.calibrated:
+        plan["calibration"] = {"data": options.calibrate, "norm": options.calibrate_norm, "budget": budget,
+                               "codecs": len(model.graph.meta.get("splitc.codecs", {})),
+                               "rule": "per tensor: the smallest measured codec meeting the budget with that tensor alone quantized"}
     plan["compile_s"] = round(time.perf_counter() - t0, 4)
     result = CompileResult(model, plan, out, partition, split)
     if out is not None:
@@ -164,6 +176,26 @@ def compile_model(
         _write_atomically(out, split, artifacts, targets, plan, force, tvm_targets,
                           extra=None if extra_files is None else (lambda tmp: extra_files(tmp, result)), variants=variants)
     return result
+
+
+def _calibrate(model: ir.Model, spec, budget: dict, options: CompileOptions) -> None:
+    """Fit (and for auto, choose) every crossing candidate's codec on the calibration data: graph meta CODECS."""
+    import warnings
+
+    from splitc.calibrate import CODECS, calibrate_codecs, load_samples
+    from splitc.errors import SplitcWarning
+    from splitc.plan import _io
+    from splitc.graphutil import graph_inputs
+    from splitc.runtimes.ort import synthetic_inputs
+
+    inputs = [_io(v) for v in graph_inputs(model.graph)]
+    if options.calibrate:
+        samples = load_samples(options.calibrate, inputs, options.calibrate_norm, options.calibrate_samples)
+    else:
+        warnings.warn(f"--boundary {spec.name} without --calibrate: clip ranges fitted on synthetic normal inputs;"
+                      " pass --calibrate DIR|file.npz for real ones", SplitcWarning, stacklevel=2)
+        samples = [synthetic_inputs(inputs, seed) for seed in range(12)]
+    model.graph.meta[CODECS] = calibrate_codecs(model, spec, samples, budget or ({"cosine": 0.999} if spec.kind == "auto" else {}))
 
 
 def _sweep_variants(model, model_path, targets, links, options, partition) -> list[tuple[str, SplitResult, dict, dict, object]]:
@@ -231,6 +263,10 @@ def _write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: d
         for directory, v_split, v_artifacts, v_plan, _interval in variants:
             (tmp / directory).mkdir(parents=True)
             _save_parts(tmp / directory, v_split, v_artifacts)
+            if tvm_targets:
+                from splitc.tvm_codegen import compile_parts
+
+                v_plan["tvm_artifacts"] = compile_parts(tmp / directory, v_plan, tvm_targets)
             (tmp / directory / "plan.json").write_text(json.dumps(v_plan, indent=1) + "\n")
         if tvm_targets:  # TVM libraries from the parts just saved, into the same temp dir: still all or nothing
             from splitc.tvm_codegen import compile_parts

@@ -65,17 +65,15 @@ class _View:
         self.sent = [(self.pos[producer[b["tensor"]]] + 0.5 if producer.get(b["tensor"]) in self.pos else -0.5, b)
                      for b in plan["boundary"] if not b.get("is_output")]
         self.cuts = sorted({x for x, _ in self.sent})
-        self.partition = partition
         self.tier_index = {t: i for i, t in enumerate(self.targets)}
         self.placements = {"chosen": np.array([self.tier_index[n["target"]] for n in self.nodes])}
-        if partition is not None:
-            names = [n.name for n in partition.cost_graph.nodes]
-            if names == [n["name"] for n in self.nodes]:
-                for key in ("dads", "best_single_cut"):
-                    if key in partition.baselines:
-                        self.placements[STRIP_NAMES[key]] = np.array(partition.baselines[key].placement)
-            else:
-                self.partition = None  # not the plan's cost graph: draw from plan.json alone
+        self.curve = None
+        # the partition (when it is this plan's) adds the baselines' placements and the single-cut curve
+        if partition is not None and [n.name for n in partition.cost_graph.nodes] == [n["name"] for n in self.nodes]:
+            for key in ("dads", "best_single_cut"):
+                if key in partition.baselines:
+                    self.placements[STRIP_NAMES[key]] = np.array(partition.baselines[key].placement)
+            self.curve = single_cut_curve(partition.cost_graph)
 
     @property
     def total(self) -> float:
@@ -92,14 +90,11 @@ class _View:
 # -- the per-node picture -------------------------------------------------------------------------
 
 
-def single_cut_curve(view: _View) -> tuple[np.ndarray, np.ndarray] | None:
+def single_cut_curve(cg) -> tuple[np.ndarray, np.ndarray]:
     """(x, predicted seconds) of cutting after each prefix of the topological order: the first k nodes on the
     device, the rest on the last tier (k = 0: cloud only, k = n: device only). Infeasible cuts are NaN."""
-    if view.partition is None:
-        return None
     from splitc.costgraph import evaluate_many
 
-    cg = view.partition.cost_graph
     n = len(cg.nodes)
     k = np.arange(n + 1)
     x = np.where(np.arange(n)[None, :] >= k[:, None], len(cg.tiers) - 1, 0)
@@ -118,12 +113,17 @@ def _figure(width_in: float, height_in: float):
     return fig
 
 
+def _steps(edges: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The outline of a bar per node as one polyline (cheaper for matplotlib than stairs() or bar())."""
+    return np.repeat(edges, 2)[1:-1], np.repeat(values, 2)
+
+
 def layers_png(path: Path, view: _View) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     plan, n = view.plan, len(view.nodes)
-    curve = single_cut_curve(view)
+    curve = view.curve
     heights = [3, 2, 0.35 * len(view.placements) + 0.25] + ([2.6] if curve is not None else [])
     fig = _figure(14, 2.1 + sum(heights) * 0.95)
     # not sharex: shared axes share one tick locator, and ticks are most of the drawing time; only the bottom has x ticks
@@ -135,18 +135,22 @@ def layers_png(path: Path, view: _View) -> None:
     positive = np.concatenate([v[v > 0] for v in lat.values()] + [np.array([1e-6])])
     floor = positive.min() / 2
     for i, t in enumerate(view.targets):  # the device filled, the other tiers outlined on top
-        ax_lat.stairs(np.maximum(lat[t], floor) * 1e3, edges, baseline=floor * 1e3, fill=i == 0, alpha=0.55 if i == 0 else 0.95,
-                      color=view.colour[t], lw=1.3, label=f"on {t}: {_fmt_s(lat[t].sum())} for all nodes")
+        xs, ys = _steps(edges, np.maximum(lat[t], floor))
+        label = f"on {t}: {_fmt_s(lat[t].sum())} for all nodes"
+        if i == 0:
+            ax_lat.fill_between(xs, floor, ys, color=view.colour[t], alpha=0.55, lw=0, label=label)
+        else:
+            ax_lat.plot(xs, ys, color=view.colour[t], lw=1.3, label=label)
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency per node")
     ax_lat.legend(**_LEGEND)
 
     sizes = [b for b in view.out_bytes if b > 0] + [b["encoded_bytes"] for b in plan["boundary"]] + [view.input_bytes]
     low = max(1.0, min(b for b in sizes if b > 0) / 3) if any(b > 0 for b in sizes) else 1.0
-    ax_bytes.stairs(np.maximum(view.out_bytes, low) / 1e3, edges, baseline=low / 1e3, fill=True, color="#7f7f7f", alpha=0.6,
-                    label="output size per node (raw)")
+    xs, ys = _steps(edges, np.maximum(view.out_bytes, low))
+    ax_bytes.fill_between(xs, low, ys, color="#7f7f7f", alpha=0.6, lw=0, label="output size per node (raw)")
     if view.input_bytes:
-        ax_bytes.axhline(view.input_bytes / 1e3, color="#444444", ls="--", lw=1,
+        ax_bytes.axhline(view.input_bytes, color="#444444", ls="--", lw=1,
                          label=f"model input {_fmt_bytes(view.input_bytes)} (what cloud-only sends)")
     ax_bytes.set_yscale("log")
     ax_bytes.set_ylabel("output size")
@@ -163,7 +167,7 @@ def layers_png(path: Path, view: _View) -> None:
         for i, x in enumerate(view.cuts):
             ax.axvline(x, color=CROSS, lw=1.2, alpha=0.9, label="chosen cut (tensor sent up)" if i == 0 and ax is ax_bytes else None)
     if view.sent:  # markers via plot(): scatter's autoscaling costs more than the whole panel
-        ax_bytes.plot([x for x, _ in view.sent], [b["encoded_bytes"] / 1e3 for _, b in view.sent], ls="", marker="o", ms=4.5,
+        ax_bytes.plot([x for x, _ in view.sent], [b["encoded_bytes"] for _, b in view.sent], ls="", marker="o", ms=4.5,
                       color=CROSS, zorder=5, label="bytes on the wire (encoded)")
     ax_bytes.legend(**_LEGEND)
 
@@ -171,20 +175,20 @@ def layers_png(path: Path, view: _View) -> None:
         ax_cut = axes[3]
         xs, ys = curve
         finite = np.isfinite(ys)  # a cut inside a fused kernel is infeasible: the line joins the feasible cuts
-        ax_cut.plot(xs[finite], ys[finite] * 1e3, color="#555555", lw=1.2, marker="." if n <= 80 else None, ms=4,
+        ax_cut.plot(xs[finite], ys[finite], color="#555555", lw=1.2, marker="." if n <= 80 else None, ms=4,
                     label=f"if cut after this node\n({view.targets[0]} before, {view.targets[-1]} after)")
         base = plan["baselines"]
-        ax_cut.plot([xs[-1]], [ys[-1] * 1e3], ls="", marker="s", ms=7, color=view.colour[view.targets[0]], zorder=5,
+        ax_cut.plot([xs[-1]], [ys[-1]], ls="", marker="s", ms=7, color=view.colour[view.targets[0]], zorder=5,
                        label=f"device only {_fmt_s(base['device_only']['total_s'])}")
-        ax_cut.plot([xs[0]], [ys[0] * 1e3], ls="", marker="s", ms=7, color=view.colour[view.targets[-1]], zorder=5,
+        ax_cut.plot([xs[0]], [ys[0]], ls="", marker="s", ms=7, color=view.colour[view.targets[-1]], zorder=5,
                        label=f"cloud only {_fmt_s(base['cloud_only']['total_s'])}")
         if finite.any():
             k = int(np.nanargmin(ys))
-            ax_cut.plot([xs[k]], [ys[k] * 1e3], ls="", marker="*", ms=13, color="#6a3d9a", zorder=6,
+            ax_cut.plot([xs[k]], [ys[k]], ls="", marker="*", ms=13, color="#6a3d9a", zorder=6,
                            label=f"best single cut {_fmt_s(ys[k])}")
-        ax_cut.axhline(view.total * 1e3, color=CROSS, lw=1.5, label=f"chosen plan {_fmt_s(view.total)}")
+        ax_cut.axhline(view.total, color=CROSS, lw=1.5, label=f"chosen plan {_fmt_s(view.total)}")
         if "dads" in base:
-            ax_cut.axhline(base["dads"]["total_s"] * 1e3, color="#222222", lw=1, ls=":", label=f"min-cut (DADS) {_fmt_s(base['dads']['total_s'])}")
+            ax_cut.axhline(base["dads"]["total_s"], color="#222222", lw=1, ls=":", label=f"min-cut (DADS) {_fmt_s(base['dads']['total_s'])}")
         lo, hi = np.nanmin(ys[finite]) if finite.any() else view.total, np.nanmax(ys[finite]) if finite.any() else view.total
         if hi / max(lo, 1e-12) > 20:
             ax_cut.set_yscale("log")
@@ -203,10 +207,10 @@ def layers_png(path: Path, view: _View) -> None:
     fig.suptitle(_headline(view), fontsize=11, x=0.01, ha="left")
     fig.subplots_adjust(left=0.08, right=0.76, top=0.94, bottom=0.11 if n <= 40 else 0.07)
     # plain tick labels (1 ms, 10 KB): the default log labels go through mathtext, slower to draw
-    ax_lat.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_s(v / 1e3)))
-    ax_bytes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_bytes(v * 1e3)))
+    ax_lat.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_s(v)))
+    ax_bytes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_bytes(v)))
     if curve is not None:
-        axes[3].yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_s(v / 1e3)))
+        axes[3].yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_s(v)))
     for ax in axes:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_minor_locator(NullLocator())
@@ -337,8 +341,9 @@ def graph_png(path: Path, view: _View) -> None:
 
     g = graph_layout(view)
     n = len(g.names)
-    top = 1.4 if g.rows > 1 else 0.9  # room for the row labels
-    height_units = (-g.xy[:, 1].min() if n else 0) + top + 0.6
+    low, high = (g.xy[:, 1].min(), g.xy[:, 1].max()) if n else (0.0, 0.0)
+    top = high + (1.4 if g.rows > 1 else 0.9)  # room for the row labels
+    height_units = top - low + 0.6
     height_in = min(16.0, max(2.6, 1.3 + height_units * (0.3 if n <= 80 else 0.17)))
     fig = _figure(16, height_in)
     ax = fig.subplots()
@@ -380,7 +385,7 @@ def graph_png(path: Path, view: _View) -> None:
                 Line2D([], [], marker="s", ls="", color="#777777", label="model output")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.01), ncol=len(handles), fontsize=8, frameon=False)
     ax.set_xlim(-1, max(g.per_row, 2))
-    ax.set_ylim((g.xy[:, 1].min() if n else 0) - 0.6, top)
+    ax.set_ylim(low - 0.6, top)
     ax.set_axis_off()
     title = f"{view.plan['model']['file']}: partitioned graph, {len(view.nodes)} nodes, layered left to right"
     if g.rows > 1:

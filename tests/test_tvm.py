@@ -10,7 +10,6 @@ Without TVM, ``--emit tvm`` and ``--runtime tvm`` are one-line errors and everyt
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -39,7 +38,11 @@ ARM64_ROOT = Path(os.environ.get("SPLITC_ARM64_ROOT", "/var/cache/splitc-arm64")
 
 
 def _missing_tvm() -> str | None:
-    return None if importlib.util.find_spec("tvm") else "apache-tvm is not installed: pip install 'splitc[tvm]'"
+    try:
+        import tvm  # noqa: F401
+    except ImportError as e:
+        return f"apache-tvm is not importable ({e}): pip install 'splitc[tvm]'"
+    return None
 
 
 def _missing_cross() -> str | None:
@@ -268,6 +271,12 @@ def test_tvm_options_are_checked_before_compiling(tmp_path, monkeypatch):
     assert not out.exists()
 
     import splitc.tvm_codegen as codegen
+
+    with monkeypatch.context() as m:  # an x86 machine without the aarch64 toolchain
+        m.setattr(codegen.platform, "machine", lambda: "x86_64")
+        m.setattr(codegen.shutil, "which", lambda _cmd: None)
+        with pytest.raises(SplitcError, match="cross toolchain 'aarch64-linux-gnu-g\\+\\+' is not installed: apt-get install g\\+\\+-aarch64-linux-gnu"):
+            compile_(emit="onnx,tvm")
 
     def broken(*_a, **_k):
         raise SplitcError("TVM could not compile head.onnx")
