@@ -55,8 +55,10 @@ examples:
 run it on the machine to be profiled, with the onnxruntime settings the deployment uses. Each model runs
 --warmup + --runs times with onnxruntime's profiler on; every kernel's median time is mapped back to the ONNX
 nodes it computes (fused kernels as a unit), and per-op-class models (fixed overhead per kernel, FLOPs, bytes
-moved, 1x1 vs k x k convolution, depthwise vs dense) are fitted to them. The profile predicts other models too;
-op classes the models lack fall back to the profile's analytical numbers, fitted to the same runs.
+moved, 1x1 vs k x k convolution, depthwise vs dense) are fitted to them. Built-in calibration graphs add the
+standalone memory-bound ops (elementwise, layout, reductions, norms, pooling, resize) and MatMuls that a CNN
+fuses away; convolutions come from your models, so give models like the ones you will deploy. The profile
+predicts other models too; an op class with no data falls back to analytical numbers fitted to the same runs.
 """
 
 
@@ -102,8 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-limit", metavar="SECONDS", type=float, help="stop the solver after this long and report its gap")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD..",
                    help="fix an input's symbolic dims, e.g. x=1x3x640x640 (repeat, or separate by commas)")
-    c.add_argument("--boundary", choices=("int8", "fp32"), default="int8",
-                   help="codec for tensors crossing the cut: int8 (quantize + zstd) or fp32 (lossless) (default: %(default)s)")
+    c.add_argument("--boundary", default="int8", metavar="CODEC",
+                   help="codec for tensors crossing the cut: int8 (per-frame range + zstd), fp32 (lossless), a calibrated"
+                        " int<8|4|2>[-channel][-static][-mse|-pct|-minmax][+lz4] (e.g. int4-channel), or auto (per tensor, the"
+                        " smallest codec meeting --accuracy-budget) (default: %(default)s)")
+    c.add_argument("--calibrate", metavar="DIR|FILE.npz",
+                   help="calibration data for calibrated codecs: a directory of images (cropped, flipped, resized to the input"
+                        " and normalized per --calibrate-norm) or an .npz with one array per input (samples on axis 0)")
+    c.add_argument("--calibrate-norm", default="imagenet", choices=("imagenet", "unit", "raw", "raw-bgr"),
+                   help="images to inputs: imagenet mean/std, unit [0,1], raw [0,255] RGB, raw-bgr (default: %(default)s)")
+    c.add_argument("--calibrate-samples", type=int, default=48, metavar="N",
+                   help="image crops to draw for calibration (default: %(default)s)")
+    c.add_argument("--accuracy-budget", metavar="METRIC=X",
+                   help="what --boundary auto must keep per tensor, vs the original on calibration data: top1=0.99,"
+                        " cosine=0.999 (default for auto: cosine=0.999)")
     c.add_argument("--emit", default="onnx", metavar="KINDS",
                    help="onnx, or onnx,tvm to also compile every part with Apache TVM for its tier's hardware"
                         " (needs pip install 'splitc[tvm]') (default: %(default)s)")
@@ -164,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="onnxruntime intra-op threads the deployment uses; 0 = onnxruntime's default (default: %(default)s)")
     pr.add_argument("--warmup", type=int, default=5, help="unmeasured runs per model first (default: %(default)s)")
     pr.add_argument("--runs", type=int, default=30, help="measured runs per model; per-kernel medians (default: %(default)s)")
+    pr.add_argument("--no-calibration", dest="calibration", action="store_false",
+                    help="measure only the given models; op classes they lack fall back to the analytical model"
+                         " (default: also measure the built-in calibration graphs: standalone elementwise, layout,"
+                         " reduction, norm, pooling, resize and MatMul ops, about 10 seconds)")
     pr.add_argument("--description", default="", help="a line describing the device")
     pr.add_argument("--force", action="store_true", help="replace FILE.toml if it exists")
     pr.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of tables")

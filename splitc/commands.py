@@ -60,6 +60,8 @@ def cmd_compile(args) -> int:
                              allow_return=args.allow_return, time_limit_s=args.time_limit,
                              sweep_bps=parse_range(args.sweep_bandwidth))
     options = dataclasses.replace(options, emit=args.emit, device_target=args.device_target, cloud_target=args.cloud_target)
+    options = dataclasses.replace(options, calibrate=args.calibrate, accuracy_budget=args.accuracy_budget,
+                                  calibrate_norm=args.calibrate_norm, calibrate_samples=args.calibrate_samples)
     report = None
     if args.report:  # written into the output directory before it appears: part of the all-or-nothing write
         from splitc.report import write_report
@@ -385,8 +387,9 @@ def cmd_profile(args) -> int:
     if unused:
         raise SplitcError(f"--input-shape names {', '.join(unused)}, which none of the models has as an input")
     show = not (args.quiet or args.json)
-    with _run_progress(show, len(models) * (settings.warmup + settings.runs)) as tick:
-        run = profile_device(models, args.name, settings, description=args.description, progress=tick)
+    with _run_progress(show, len(models) * (settings.warmup + settings.runs)) as tick:  # + calibration, shown apart
+        run = profile_device(models, args.name, settings, description=args.description, calibration=args.calibration,
+                             progress=tick)
     parse_profile(tomllib.loads(run.toml), str(out))  # what we write must load
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(run.toml)
@@ -436,7 +439,7 @@ def _run_progress(enabled: bool, total: int):
 
         def tick(what: str, done: int, of: int) -> None:
             if what == "calibration":
-                bar_.update(task, description="calibrating (profiler, codec)")
+                bar_.update(task, description=f"calibration graphs {done}/{of}" if of else "calibrating profiler, codec")
                 return
             if what != state["label"]:
                 state["base"] += state["last"]

@@ -99,7 +99,9 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
             "transfer_s": wire_s,
             "decode_s": dec,
             "is_output": c.is_output,
-            "wire": [{"name": w.name, "dtype": w.dtype, "shape": list(w.shape)} for w in c.wire],
+            "wire": [{"name": w.name, "dtype": w.dtype, "shape": list(w.shape), **({"bits": w.bits} if w.bits != 8 else {})}
+                     for w in c.wire],
+            **({"quant": {**c.quant.plan_entry(), "error": c.quant.error}} if getattr(c, "quant", None) is not None else {}),
         })
     stages = [{"index": s.index, "target": targets[s.tier].name, "artifact": artifacts.get(s.index),
                "inputs": list(s.inputs), "outputs": list(s.outputs)} for s in split.stages]

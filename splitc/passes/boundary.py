@@ -24,6 +24,7 @@ class WireTensor:
     name: str
     dtype: str  # numpy dtype name
     shape: tuple[int, ...]
+    bits: int = 8  # < 8: uint8 symbols in [0, 2^bits) that the runtime codec bit-packs
 
 
 def wire_names(name: str) -> tuple[str, str, str]:
@@ -93,6 +94,83 @@ def dequantize_nodes(q: ir.Value, scale: ir.Value, zp: ir.Value, dtype: ir.DataT
     else:
         diff = op("Sub", [op("Cast", [q], "q_float", to=ir.DataType.FLOAT), op("Cast", [zp], "zp_float", to=ir.DataType.FLOAT)], "centered")
         y = op("Mul", [diff, scale], "dequantize")
+    if dtype != ir.DataType.FLOAT:
+        y = op("Cast", [y], "from_float", to=dtype)
+    y.dtype, y.shape = dtype, q.shape
+    return nodes, y
+
+
+# --------------------------------------------------------------------------- static (calibrated) quantization
+
+def static_wire_name(name: str) -> str:
+    return f"{name}__q"
+
+
+def _bcast_const(nodes: list[ir.Node], array: np.ndarray, name: str, rank: int, axis: int | None, dtype) -> ir.Value:
+    shape = tuple(array.size if i == axis else 1 for i in range(rank)) if axis is not None else ()
+    return _const(nodes, np.asarray(array, dtype).reshape(shape), name)
+
+
+def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], ir.Value]:
+    """Nodes computing uint8 symbols in [0, 2^bits) from ``x`` with the calibrated constants of ``tc``
+    (splitc.codecs.TensorCodec): QuantizeLinear where the opset has it (per-channel ``axis`` from 13), after a
+    Min that clips to the top of the b-bit range; below that, the same arithmetic from basic ops."""
+    nodes: list[ir.Node] = []
+
+    def op(op_type, inputs, suffix, **attrs):
+        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{x.name}__{suffix}")
+        node.outputs[0].name = f"{x.name}__{suffix}"
+        nodes.append(node)
+        return node.outputs[0]
+
+    rank = len(x.shape)
+    levels = (1 << tc.bits) - 1
+    src = x if x.dtype == ir.DataType.FLOAT else op("Cast", [x], "to_float", to=ir.DataType.FLOAT)
+    per_channel = tc.axis is not None
+    if opset >= 13 or (opset >= 10 and not per_channel):
+        if tc.bits < 8:  # QuantizeLinear saturates at 0 and 255: clip the top to the b-bit range first
+            hi = (levels - tc.zero_point.astype(np.float64)) * tc.scale.astype(np.float64)
+            src = op("Min", [src, _bcast_const(nodes, hi, f"{x.name}__qhi", rank, tc.axis, np.float32)], "clip_hi")
+        scale = _const(nodes, np.asarray(tc.scale, np.float32).reshape(-1 if per_channel else ()), f"{x.name}__qscale")
+        zp = _const(nodes, np.asarray(tc.zero_point, np.uint8).reshape(-1 if per_channel else ()), f"{x.name}__qzp")
+        q = op("QuantizeLinear", [src, scale, zp], "quantize", **({"axis": tc.axis} if per_channel else {}))
+    else:
+        if opset < 8 and per_channel:
+            from splitc.errors import SplitcError
+
+            raise SplitcError(f"per-channel quantization needs opset >= 8 (broadcasting); this model is opset {opset}")
+        inv = _bcast_const(nodes, 1.0 / tc.scale.astype(np.float64), f"{x.name}__qinv", rank, tc.axis, np.float32)
+        zph = _bcast_const(nodes, tc.zero_point.astype(np.float64) + 0.5, f"{x.name}__qzph", rank, tc.axis, np.float32)
+        lo = _const(nodes, np.array(0.0, np.float32), f"{x.name}__qlo")
+        top = _const(nodes, np.array(float(levels), np.float32), f"{x.name}__qtop")
+        y = op("Floor", [op("Add", [op("Mul", [src, inv], "scaled"), zph], "shifted")], "rounded")
+        y = op("Min", [op("Max", [y, lo], "clip_lo"), top], "clipped")
+        q = op("Cast", [y], "q_cast", to=ir.DataType.UINT8)
+    q.name = static_wire_name(x.name)
+    q.dtype, q.shape = ir.DataType.UINT8, x.shape
+    return nodes, q
+
+
+def static_dequantize_nodes(q: ir.Value, tc, dtype: ir.DataType, name: str, opset: int) -> tuple[list[ir.Node], ir.Value]:
+    """Nodes computing the float tensor ``name`` back from its symbols with the plan's constants."""
+    nodes: list[ir.Node] = []
+
+    def op(op_type, inputs, suffix, **attrs):
+        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{name}__{suffix}")
+        node.outputs[0].name = f"{name}__{suffix}"
+        nodes.append(node)
+        return node.outputs[0]
+
+    rank = len(q.shape)
+    per_channel = tc.axis is not None
+    if opset >= 13 or (opset >= 10 and not per_channel):
+        scale = _const(nodes, np.asarray(tc.scale, np.float32).reshape(-1 if per_channel else ()), f"{name}__dqscale")
+        zp = _const(nodes, np.asarray(tc.zero_point, np.uint8).reshape(-1 if per_channel else ()), f"{name}__dqzp")
+        y = op("DequantizeLinear", [q, scale, zp], "dequantize", **({"axis": tc.axis} if per_channel else {}))
+    else:
+        scale = _bcast_const(nodes, tc.scale, f"{name}__dqscale", rank, tc.axis, np.float32)
+        zp = _bcast_const(nodes, tc.zero_point, f"{name}__dqzp", rank, tc.axis, np.float32)
+        y = op("Mul", [op("Sub", [op("Cast", [q], "q_float", to=ir.DataType.FLOAT), zp], "centered"), scale], "dequantize")
     if dtype != ir.DataType.FLOAT:
         y = op("Cast", [y], "from_float", to=dtype)
     y.dtype, y.shape = dtype, q.shape

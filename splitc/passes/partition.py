@@ -31,8 +31,12 @@ class PartitionResult:
     goal: Goal = Goal()
 
 
-def encoded_bytes(info: ann.TensorInfo, boundary: str) -> tuple[int, str]:
-    """Bytes on the wire for one tensor under the boundary codec (before entropy coding)."""
+def encoded_bytes(info: ann.TensorInfo, boundary: str, codec=None) -> tuple[int, str]:
+    """Bytes on the wire for one tensor under the boundary codec (before entropy coding); with a calibrated
+    ``codec`` (splitc.codecs.TensorCodec), its mean payload measured on the calibration data."""
+    if codec is not None and info.dtype in _FLOAT:
+        n = info.bytes // {"float": 4, "float16": 2, "bfloat16": 2, "double": 8}[info.dtype]
+        return (codec.measured_bytes if codec.measured_bytes is not None else (n * codec.bits + 7) // 8), codec.name
     if boundary == "int8" and info.dtype in _FLOAT:
         n = info.bytes // {"float": 4, "float16": 2, "bfloat16": 2, "double": 8}[info.dtype]
         return n + 5, "int8-dynamic+zstd"  # uint8 payload + fp32 scale + uint8 zero point
@@ -40,7 +44,7 @@ def encoded_bytes(info: ann.TensorInfo, boundary: str) -> tuple[int, str]:
 
 
 def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links: Link | tuple[Link, ...], boundary: str,
-                     allow_return: bool = False) -> CostGraph:
+                     allow_return: bool = False, codecs: dict | None = None) -> CostGraph:
     graph = model.graph
     nodes = [n for n in graph if not is_replicable(n)]
     index = {id(n): i for i, n in enumerate(nodes)}
@@ -65,7 +69,7 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
         if producer is None and not consumers.get(id(v)):
             continue  # an input passed straight through: already on the device
         info = ann.get(v, ann.TENSOR, ann.TensorInfo)
-        enc, codec = encoded_bytes(info, boundary)
+        enc, codec = encoded_bytes(info, boundary, (codecs or {}).get(v.name))
         tensors.append(CTensor(
             v.name,
             index[id(producer)] if producer is not None else None,
@@ -109,9 +113,11 @@ class PartitionPass(ir.passes.InPlacePass):
     goal: Goal = field(default_factory=Goal)
     allow_return: bool = False
     time_limit_s: float | None = None
+    codecs: dict | None = None  # tensor name -> splitc.codecs.TensorCodec (calibrated boundaries)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        cg = build_cost_graph(model, self.targets, self.link, self.boundary, self.allow_return)
+        codecs = self.codecs if self.codecs is not None else model.graph.meta.get("splitc.codecs")  # splitc.calibrate.CODECS
+        cg = build_cost_graph(model, self.targets, self.link, self.boundary, self.allow_return, codecs)
         policy = self.policy or (lambda g: solve(g, self.goal, self.time_limit_s))
         solution = policy(cg)
         placed = dict(zip((n.name for n in cg.nodes), solution.placement))

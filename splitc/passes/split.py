@@ -18,7 +18,8 @@ from onnx_ir.passes.common import AddInitializersToInputsPass, RemoveUnusedNodes
 
 from splitc import annotations as ann
 from splitc.graphutil import _subgraphs, graph_inputs, node_inputs
-from splitc.passes.boundary import WireTensor, dequantize_nodes, quantize_nodes, quantizes, wire_names
+from splitc.passes.boundary import (FLOAT_TYPES, WireTensor, dequantize_nodes, quantize_nodes, quantizes, static_dequantize_nodes,
+                                    static_quantize_nodes, static_wire_name, wire_names)
 from splitc.passes.partition import PARTITION, PartitionResult
 from splitc.passes.replicable import is_replicable
 from splitc.schedule import Schedule, schedule
@@ -40,6 +41,7 @@ class Crossing:
     codec: str
     wire: tuple[WireTensor, ...]
     is_output: bool  # a result on its way to the device
+    quant: object | None = None  # splitc.codecs.TensorCodec of a calibrated (static) codec
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,15 @@ def _opset(model: ir.Model) -> int:
 class SplitPass(ir.passes.InPlacePass):
     """Reads the PartitionResult, writes a SplitResult under ``splitc.parts``; the model is unchanged."""
 
-    def __init__(self, boundary: str = "int8"):
+    def __init__(self, boundary: str = "int8", codecs: dict | None = None):
         super().__init__()
         self.boundary = boundary
+        self.codecs = codecs or {}  # tensor name -> splitc.codecs.TensorCodec (calibrated boundaries)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         result: PartitionResult = model.graph.meta[PARTITION]
+        if not self.codecs:
+            self.codecs = model.graph.meta.get("splitc.codecs") or {}  # splitc.calibrate.CODECS
         cg, placement = result.cost_graph, result.solution.placement
         sched = schedule(cg, placement)
         graph = model.graph
@@ -90,6 +95,11 @@ class SplitPass(ir.passes.InPlacePass):
             wire = (tuple(WireTensor(n, d, s) for n, d, s in zip(wire_names(t.name), ("uint8", "float32", "uint8"), (shape, (), ())))
                     if lossy else (WireTensor(t.name, v.dtype.numpy().name, shape),))
             encoded = t.encoded_bytes if hop.up or t.encoded_down_bytes is None else t.encoded_down_bytes
+            tc = self.codecs.get(t.name) if v.dtype in FLOAT_TYPES and not (t.is_output and not hop.up) else None
+            if tc is not None:  # calibrated: the symbols alone cross; scales and zero points are constants of both parts
+                crossings.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded, tc.name,
+                                          (WireTensor(static_wire_name(t.name), "uint8", shape, tc.bits),), False, tc))
+                continue
             crossings.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded,
                                       "int8-dynamic+zstd" if lossy else "raw+zstd", wire, t.is_output and not hop.up))
         proto = ir.to_proto(model)
@@ -146,7 +156,12 @@ class SplitPass(ir.passes.InPlacePass):
         prologue: list[ir.Node] = []
         for name, c in received.items():
             old = values[name]
-            if len(c.wire) == 3:
+            if c.quant is not None:
+                q = ir.Value(name=c.wire[0].name, type=ir.TensorType(ir.DataType.UINT8), shape=ir.Shape(list(c.wire[0].shape)))
+                nodes, new = static_dequantize_nodes(q, c.quant, old.dtype, name, opset)
+                prologue += nodes
+                new_inputs.append(q)
+            elif len(c.wire) == 3:
                 q, scale, zp = (ir.Value(name=w.name, type=ir.TensorType(ir.DataType.from_numpy(np.dtype(w.dtype))),
                                          shape=ir.Shape(list(w.shape))) for w in c.wire)
                 nodes, new = dequantize_nodes(q, scale, zp, old.dtype, name, opset)
@@ -192,7 +207,14 @@ class SplitPass(ir.passes.InPlacePass):
             emit(values[name])
         for c in sent:
             src = values[c.tensor]
-            if len(c.wire) == 3:
+            if c.quant is not None:
+                if c.wire[0].name in out_names:
+                    continue
+                nodes, q = static_quantize_nodes(src, c.quant, opset)
+                for node in nodes:
+                    g.append(node)
+                emit(q)
+            elif len(c.wire) == 3:
                 if wire_names(c.tensor)[0] in out_names:
                     continue
                 nodes, wire = quantize_nodes(src, opset)

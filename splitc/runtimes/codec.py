@@ -1,16 +1,21 @@
 """The wire codec: pack the tensors that cross a link into one self-describing payload.
 
-Layout (version 1)::
+Layout (version 2, docs/wire-format.md)::
 
     b"SPLC" | u8 version | u32 header length (LE) | header (JSON, utf-8) | payload bytes
 
-The header lists, per tensor: name, dtype, shape, codec ("zstd" or "raw"), stored bytes.
-Quantization happens inside the ONNX parts; this codec entropy-codes the bytes. The decoder
-checks every field against what the plan expects before it allocates anything.
+The header is ``{"plan": fingerprint|null, "frame": n, "key": bool, "tensors": [...]}``; per tensor: name,
+dtype, shape, ``bits`` (8, or 4/2/1 for bit-packed uint8 symbols), ``codec`` ("zstd", "lz4" or "raw"),
+``delta`` (the symbols are a difference to the previous frame, splitc/runtimes/delta.py) and ``stored``
+(byte length). Quantization happens inside the ONNX parts (static scales and zero points are constants of
+the plan, whose fingerprint the header carries; dynamic ones travel as tensors); this codec bit-packs and
+entropy-codes. The decoder checks every field against what the plan expects before it allocates anything,
+and bounds every decompression by the plan's sizes. Version 1 payloads (no plan, no bits) still decode.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -18,41 +23,125 @@ import struct
 import numpy as np
 import zstandard
 
+try:  # optional: pip install lz4 (faster, larger than zstd)
+    import lz4.block as _lz4
+except ImportError:  # pragma: no cover - depends on the install
+    _lz4 = None
+
 MAGIC = b"SPLC"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 _PREFIX = struct.Struct("<4sBI")
 MAX_HEADER = 1 << 20
 _DTYPES = {"float32", "float16", "float64", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "bool"}
+BITS = (1, 2, 4, 8)
+ENTROPY = ("zstd", "lz4", "raw")
 
 
 class CodecError(ValueError):
     """A payload that does not decode to what the plan expects."""
 
 
-def encode(tensors: dict[str, np.ndarray], level: int = 3) -> bytes:
-    compressor = zstandard.ZstdCompressor(level=level)
+# --------------------------------------------------------------------------- bit packing
+
+def packed_size(n: int, bits: int) -> int:
+    return (n * bits + 7) // 8
+
+
+def pack_bits(q: np.ndarray, bits: int) -> bytes:
+    """uint8 symbols in [0, 2^bits) -> bytes, first symbol in the high bits; exact inverse: unpack_bits."""
+    flat = np.asarray(q, np.uint8).reshape(-1)
+    if bits == 8:
+        return flat.tobytes()
+    if flat.size and int(flat.max()) >> bits:
+        raise ValueError(f"symbols of {bits} bits must be < {1 << bits}, got {int(flat.max())}")
+    per = 8 // bits
+    pad = (-flat.size) % per
+    if pad:
+        flat = np.concatenate([flat, np.zeros(pad, np.uint8)])
+    groups = flat.reshape(-1, per)
+    out = groups[:, 0].copy()
+    for i in range(1, per):
+        out <<= bits
+        out |= groups[:, i]
+    return out.tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, n: int) -> np.ndarray:
+    packed = np.frombuffer(data, np.uint8)
+    if bits == 8:
+        return packed[:n]
+    per = 8 // bits
+    shifts = np.arange(per - 1, -1, -1, dtype=np.uint8) * bits
+    out = (packed[:, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
+    return out.reshape(-1)[:n]
+
+
+# --------------------------------------------------------------------------- plan fingerprint
+
+def plan_fingerprint(plan: dict) -> str:
+    """16 hex digits naming what the plan puts on the wire: the model, every hop's tensors and codec parameters.
+    Sender and receiver compute it from their own plan.json; a payload made for another plan is rejected."""
+    hops = [[b.get("tensor"), b.get("codec"), b.get("wire"), b.get("quant")] for b in plan.get("boundary", [])]
+    text = json.dumps([plan.get("model", {}).get("sha256"), hops], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- encode
+
+def _compress(raw: bytes, entropy: str, level: int) -> tuple[str, bytes]:
+    if entropy == "lz4":
+        if _lz4 is None:
+            raise CodecError("the lz4 codec needs the lz4 package: pip install lz4")
+        packed = _lz4.compress(raw, store_size=False)
+        return ("lz4", packed) if len(packed) < len(raw) else ("raw", raw)
+    if entropy == "raw":
+        return "raw", raw
+    packed = zstandard.ZstdCompressor(level=level).compress(raw)
+    return ("zstd", packed) if len(packed) < len(raw) else ("raw", raw)
+
+
+def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, int] | None = None, plan: str | None = None,
+           entropy: str | dict[str, str] = "zstd", frame: int = 0, key: bool = True, delta: frozenset | set = frozenset()) -> bytes:
+    """One payload. ``bits``: tensor -> 4/2/1 for uint8 symbols to bit-pack; ``plan``: the plan fingerprint;
+    ``entropy``: "zstd" (at ``level``), "lz4" or "raw", for all tensors or per tensor; ``frame``/``key``/``delta``
+    are set by the stream encoder (splitc/runtimes/delta.py)."""
+    bits = bits or {}
     entries, blobs = [], []
     for name, arr in tensors.items():
         arr = np.asarray(arr)  # not ascontiguousarray: it turns a 0-d scalar into shape (1,); tobytes() is C order anyway
-        raw = arr.tobytes()
-        packed = compressor.compress(raw)
-        codec = "zstd" if len(packed) < len(raw) else "raw"
-        blob = packed if codec == "zstd" else raw
-        entries.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "codec": codec, "stored": len(blob)})
+        b = bits.get(name, 8)
+        if b not in BITS or (b != 8 and arr.dtype != np.uint8):
+            raise ValueError(f"tensor '{name}': {b}-bit packing needs uint8 symbols, got {arr.dtype}")
+        raw = pack_bits(arr, b) if b != 8 else arr.tobytes()
+        codec, blob = _compress(raw, entropy if isinstance(entropy, str) else entropy.get(name, "zstd"), level)
+        e = {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "codec": codec, "stored": len(blob)}
+        if b != 8:
+            e["bits"] = b
+        if name in delta:
+            e["delta"] = True
+        entries.append(e)
         blobs.append(blob)
-    header = json.dumps({"tensors": entries}, separators=(",", ":")).encode()
+    header = json.dumps({"plan": plan, "frame": frame, "key": key, "tensors": entries}, separators=(",", ":")).encode()
     return _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(blobs)
 
 
-def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, np.ndarray]:
-    """Decode ``payload``; ``expected`` maps each tensor name to (dtype, shape) from the plan."""
+# --------------------------------------------------------------------------- decode
+
+def _expect(spec) -> tuple[str, tuple[int, ...], int]:
+    dtype, shape, *rest = spec
+    return dtype, tuple(shape), (rest[0] if rest else 8)
+
+
+def read_header(payload: bytes) -> tuple[int, dict, int]:
+    """(version, header, offset of the first blob), validated as far as it goes without the plan."""
     if len(payload) < _PREFIX.size:
         raise CodecError(f"payload of {len(payload)} bytes is shorter than the {_PREFIX.size}-byte prefix")
     magic, version, header_len = _PREFIX.unpack_from(payload)
     if magic != MAGIC:
         raise CodecError("not a splitc payload (bad magic)")
-    if version != VERSION:
-        raise CodecError(f"payload version {version} is not supported (this runtime reads {VERSION})")
+    if version not in READS:
+        raise CodecError(f"payload version {version} is not supported (this runtime reads {', '.join(map(str, READS))})")
     if header_len > MAX_HEADER or _PREFIX.size + header_len > len(payload):
         raise CodecError(f"header length {header_len} runs past the payload ({len(payload)} bytes)")
     try:
@@ -60,24 +149,58 @@ def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> 
         entries = header["tensors"]
     except (ValueError, KeyError, TypeError):
         raise CodecError("payload header is not valid JSON with a 'tensors' list") from None
+    if version >= 2:
+        frame, key = header.get("frame", 0), header.get("key", True)
+        if type(frame) is not int or frame < 0 or type(key) is not bool:
+            raise CodecError(f"payload header: frame {frame!r} / key {key!r} are not a frame number and a boolean")
+    return version, header, _PREFIX.size + header_len
+
+
+def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = None, header_out: dict | None = None) -> dict[str, np.ndarray]:
+    """Decode ``payload``; ``expected`` maps each tensor name to (dtype, shape) or (dtype, shape, bits) from the plan.
+
+    ``plan``: the receiver's plan fingerprint; a version-2 payload naming another plan is rejected.
+    ``header_out``: filled with the payload's header (frame, key, per-tensor delta flags) for the stream decoder.
+    Bit-packed tensors come back as uint8 symbols in [0, 2^bits)."""
+    version, header, offset = read_header(payload)
+    entries = header["tensors"]
+    if version >= 2 and plan is not None and header.get("plan") != plan:
+        raise CodecError(f"payload was made for plan {header.get('plan')!r}, this receiver runs plan {plan!r}: recompile or redeploy one side")
     names = [e.get("name") for e in entries] if isinstance(entries, list) and all(isinstance(e, dict) for e in entries) else None
     if names is None or not all(isinstance(n, str) for n in names) or sorted(names) != sorted(expected):
         raise CodecError(f"payload carries tensors {names}, the plan expects {sorted(expected)}")
-    offset = _PREFIX.size + header_len
-    out = {}
-    decompressor = zstandard.ZstdDecompressor()
+    # every entry is checked before any blob is decompressed or any array allocated
+    plans = []
     for e in entries:
         name = e["name"]
-        dtype, shape = expected[name]
+        dtype, shape, bits = _expect(expected[name])
         if e.get("dtype") != dtype or e.get("shape") != list(shape) or dtype not in _DTYPES:
             raise CodecError(f"tensor '{name}': payload says {e.get('dtype')}{e.get('shape')}, the plan expects {dtype}{list(shape)}")
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        got_bits = e.get("bits", 8) if version >= 2 else 8
+        if type(got_bits) is not int or got_bits != bits or bits not in BITS or (bits != 8 and dtype != "uint8"):
+            raise CodecError(f"tensor '{name}': payload packs {got_bits!r} bits per value, the plan expects {bits}")
+        d = e.get("delta", False)
+        if type(d) is not bool:
+            raise CodecError(f"tensor '{name}': delta flag {d!r} is not a boolean")
+        n = math.prod(shape)
+        nbytes = packed_size(n, bits) if bits != 8 else n * np.dtype(dtype).itemsize
         stored = e.get("stored")
-        if not isinstance(stored, int) or stored < 0 or offset + stored > len(payload):
+        if type(stored) is not int or stored < 0 or offset + stored > len(payload):
             raise CodecError(f"tensor '{name}': stored length {stored} runs past the payload")
-        blob = payload[offset:offset + stored]
+        if e.get("codec") not in ENTROPY:
+            raise CodecError(f"tensor '{name}': unknown codec {e.get('codec')!r}")
+        if e.get("codec") == "raw" and stored != nbytes:
+            raise CodecError(f"tensor '{name}': {stored} bytes decoded, {nbytes} expected")
+        plans.append((e, name, dtype, shape, bits, n, nbytes, offset, stored))
         offset += stored
-        if e.get("codec") == "zstd":
+    if offset != len(payload):
+        raise CodecError(f"{len(payload) - offset} trailing bytes after the last tensor")
+    out = {}
+    decompressor = zstandard.ZstdDecompressor()
+    for e, name, dtype, shape, bits, n, nbytes, start, stored in plans:
+        blob = payload[start:start + stored]
+        codec = e["codec"]
+        if codec == "zstd":
             try:
                 # max_output_size only bounds frames that do not declare their size: check the declared one first
                 declared = zstandard.frame_content_size(blob)
@@ -86,13 +209,23 @@ def decode(payload: bytes, expected: dict[str, tuple[str, tuple[int, ...]]]) -> 
                 raw = decompressor.decompress(blob, max_output_size=max(nbytes, 1), allow_extra_data=False)
             except zstandard.ZstdError as err:
                 raise CodecError(f"tensor '{name}': zstd data is corrupt ({err})") from None
-        elif e.get("codec") == "raw":
-            raw = blob
+        elif codec == "lz4":
+            if _lz4 is None:
+                raise CodecError(f"tensor '{name}': lz4 payload, but the lz4 package is not installed here")
+            try:  # a block of known size: lz4 writes at most nbytes
+                raw = _lz4.decompress(blob, uncompressed_size=nbytes) if nbytes else b""
+            except Exception as err:  # noqa: BLE001 - lz4.block.LZ4BlockError and friends
+                raise CodecError(f"tensor '{name}': lz4 data is corrupt ({err})") from None
         else:
-            raise CodecError(f"tensor '{name}': unknown codec {e.get('codec')!r}")
+            raw = blob
         if len(raw) != nbytes:
             raise CodecError(f"tensor '{name}': {len(raw)} bytes decoded, {nbytes} expected")
-        out[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    if offset != len(payload):
-        raise CodecError(f"{len(payload) - offset} trailing bytes after the last tensor")
+        if bits != 8:
+            out[name] = unpack_bits(raw, bits, n).reshape(shape)
+        else:
+            out[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    if header_out is not None:
+        header_out.clear()
+        header_out.update(version=version, frame=header.get("frame", 0), key=header.get("key", True),
+                          delta={e["name"] for e in entries if e.get("delta") is True})
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.errors import SplitcError
-from splitc.runtimes.codec import decode, encode
+from splitc.runtimes.codec import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -92,6 +92,7 @@ class SplitModel:
             if not (out / file).is_file():
                 raise SplitcError(f"{out}: plan.json names {file} for stage {stage['index']} ({stage['target']}), but it is missing")
             self.sessions[stage["index"]] = session(out / file, optimization, threads)
+        self.fingerprint = plan_fingerprint(self.plan)  # payloads name the plan they were made for
         self.hops: dict[int, list[dict]] = {}
         for b in self.plan["boundary"]:
             self.hops.setdefault(b.get("stage", 0), []).append(b)
@@ -135,9 +136,12 @@ class SplitModel:
     def _send(self, hop: dict, stores, result: RunResult) -> None:
         wire = hop["wire"]
         t = time.perf_counter()
-        payload = encode({w["name"]: stores[hop["from"]][w["name"]] for w in wire})
+        bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
+        entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"
+        payload = encode({w["name"]: stores[hop["from"]][w["name"]] for w in wire}, bits=bits, plan=self.fingerprint, entropy=entropy)
         t_enc = time.perf_counter()
-        stores[hop["to"]].update(decode(payload, {w["name"]: (w["dtype"], tuple(w["shape"])) for w in wire}))
+        stores[hop["to"]].update(decode(payload, {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire},
+                                        plan=self.fingerprint))
         direction = hop.get("direction", "down" if hop["to"] == self.device else "up")
         result.link_bytes[hop.get("link", 0)][direction] += len(payload)
         result.seconds["encode"] = result.seconds.get("encode", 0.0) + t_enc - t

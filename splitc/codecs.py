@@ -1,0 +1,201 @@
+"""Boundary codecs: names, calibrated quantization parameters, and their numpy reference arithmetic.
+
+A codec spec (``--boundary``) is one of:
+
+- ``fp32``: tensors cross as they are (lossless);
+- ``int8``: per-tensor uint8 with a per-frame range computed in the graph (DynamicQuantizeLinear), no calibration;
+- ``int<b>[-channel][-static][-mse|-pct|-minmax][+lz4]`` with b in 8, 4, 2: static affine quantization with
+  clip ranges calibrated on data (``-channel``: one scale and zero point per channel, axis 1; default clipping
+  ``mse``: the per-(channel) range minimizing the quantization MSE on the calibration values). ``int8-static``
+  is the per-tensor static 8-bit codec (plain ``int8`` stays the dynamic one). The graph emits uint8 values in
+  [0, 2^b); the runtime codec bit-packs them (b < 8) and entropy-codes them with zstd (or lz4);
+- ``auto``: per tensor, the smallest of the candidates (measured on the calibration data) that meets
+  ``--accuracy-budget`` when that tensor alone is quantized.
+
+Numpy only: used by the compiler (calibration, selection) and the benchmark; the runtime does not need it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from splitc.errors import SplitcError
+
+CLIPS = ("mse", "pct", "minmax")
+AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8-static")
+_SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax))?(?:\+(?P<entropy>zstd|lz4))?$")
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """A parsed ``--boundary`` value."""
+
+    name: str
+    kind: str  # "fp32" | "dynamic" | "static" | "auto"
+    bits: int = 8
+    per_channel: bool = False
+    clip: str = "mse"
+    entropy: str = "zstd"
+
+    @property
+    def calibrated(self) -> bool:
+        return self.kind in ("static", "auto")
+
+
+def parse_codec(spec: str) -> CodecSpec:
+    s = spec.strip()
+    if s == "fp32":
+        return CodecSpec(s, "fp32", 32)
+    if s == "int8":
+        return CodecSpec(s, "dynamic", 8)
+    if s == "auto":
+        return CodecSpec(s, "auto")
+    m = _SPEC.match(s)
+    if m is None or (m["bits"] == "8" and not (m["channel"] or m["static"] or m["clip"] or m["entropy"])):
+        raise SplitcError(f"--boundary '{spec}': choose fp32, int8 (dynamic), auto, or int<8|4|2>[-channel][-static]"
+                          f"[-mse|-pct|-minmax][+zstd|+lz4], e.g. int4-channel or int8-static-pct")
+    return CodecSpec(s, "static", int(m["bits"]), bool(m["channel"]), m["clip"] or "mse", m["entropy"] or "zstd")
+
+
+@dataclass
+class TensorCodec:
+    """One tensor's calibrated codec: what the graph emits and what the optimizer assumes."""
+
+    spec: CodecSpec
+    scale: np.ndarray  # float32, shape () or (C,)
+    zero_point: np.ndarray  # uint8, same shape
+    axis: int | None  # 1 for per-channel
+    measured_bytes: int | None = None  # mean payload bytes per frame on the calibration data
+    error: dict = field(default_factory=dict)  # the budget's metrics with this tensor alone quantized
+
+    @property
+    def bits(self) -> int:
+        return self.spec.bits
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}+{self.spec.entropy}" if "+" not in self.spec.name else self.spec.name
+
+    def plan_entry(self) -> dict:
+        return {"bits": self.bits, "axis": self.axis, "clip": self.spec.clip,
+                "scale": np.asarray(self.scale, np.float32).ravel().tolist(),
+                "zero_point": np.asarray(self.zero_point).astype(int).ravel().tolist()}
+
+    def broadcast_shape(self, rank: int) -> tuple[int, ...]:
+        if self.axis is None:
+            return ()
+        return tuple(self.scale.size if i == self.axis else 1 for i in range(rank))
+
+
+# --------------------------------------------------------------------------- calibration arithmetic
+
+def channel_view(x: np.ndarray, per_channel: bool) -> np.ndarray:
+    """(groups, values): one row per channel (axis 1) or a single row."""
+    x = np.asarray(x, np.float32)
+    if per_channel and x.ndim >= 2:
+        return np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+    return x.reshape(1, -1)
+
+
+def qparams(lo: np.ndarray, hi: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Affine (scale, zero point) for ranges [lo, hi], widened to hold 0 exactly."""
+    levels = (1 << bits) - 1
+    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
+    scale = np.maximum((hi - lo) / levels, 1e-8)
+    zp = np.clip(np.round(-lo / scale), 0, levels)
+    return scale.astype(np.float32), zp.astype(np.uint8)
+
+
+def _fake_quant(v: np.ndarray, scale: np.ndarray, zp: np.ndarray, bits: int) -> np.ndarray:
+    q = np.clip(np.round(v / scale) + zp, 0, (1 << bits) - 1)
+    return (q - zp) * scale
+
+
+def fit_ranges(values: np.ndarray, bits: int, clip: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clip ranges per row of ``values`` (groups, n): min/max, 0.01/99.99 percentiles, or the MSE-optimal
+    shrink of the min/max range (grid search over 40 fractions)."""
+    lo, hi = values.min(axis=1), values.max(axis=1)
+    if clip == "minmax":
+        return lo, hi
+    if clip == "pct":
+        q = 0.01 if bits == 8 else (0.1 if bits == 4 else 1.0)
+        return np.percentile(values, q, axis=1), np.percentile(values, 100 - q, axis=1)
+    best_err = np.full(values.shape[0], np.inf)
+    best_lo, best_hi = lo.copy(), hi.copy()
+    for frac in np.linspace(1.0, 0.05, 40):
+        clo, chi = lo * frac, hi * frac
+        scale, zp = qparams(clo, chi, bits)
+        err = np.mean((_fake_quant(values, scale[:, None], zp[:, None].astype(np.float32), bits) - values) ** 2, axis=1)
+        better = err < best_err
+        best_err[better], best_lo[better], best_hi[better] = err[better], clo[better], chi[better]
+    return best_lo, best_hi
+
+
+def fit(spec: CodecSpec, samples: list[np.ndarray]) -> TensorCodec:
+    """Calibrate ``spec`` on activations of one tensor (a list of per-frame arrays, or subsamples that keep axis 1)."""
+    per_channel = spec.per_channel and samples[0].ndim >= 2
+    values = np.concatenate([channel_view(s, per_channel) for s in samples], axis=1)
+    lo, hi = fit_ranges(values, spec.bits, spec.clip)
+    scale, zp = qparams(lo, hi, spec.bits)
+    if not per_channel:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    return TensorCodec(spec, scale, zp, 1 if per_channel else None)
+
+
+def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
+    """The graph's arithmetic in numpy: uint8 symbols in [0, 2^bits)."""
+    shape = tc.broadcast_shape(x.ndim)
+    scale = tc.scale.reshape(shape)
+    zp = tc.zero_point.reshape(shape).astype(np.float32)
+    return np.clip(np.rint(np.asarray(x, np.float32) / scale) + zp, 0, (1 << tc.bits) - 1).astype(np.uint8)
+
+
+def dequantize(q: np.ndarray, tc: TensorCodec) -> np.ndarray:
+    shape = tc.broadcast_shape(q.ndim)
+    return ((q.astype(np.float32) - tc.zero_point.reshape(shape).astype(np.float32)) * tc.scale.reshape(shape)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- accuracy budgets
+
+BUDGET_METRICS = ("top1", "cosine")
+
+
+def parse_budget(text: str | None) -> dict[str, float]:
+    """``top1=0.99,cosine=0.999`` -> {"top1": 0.99, "cosine": 0.999}."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        try:
+            v = float(value)
+        except ValueError:
+            v = None
+        if not sep or key not in BUDGET_METRICS or v is None or not 0 < v <= 1:
+            raise SplitcError(f"--accuracy-budget '{text}': give {' and/or '.join(m + '=X' for m in BUDGET_METRICS)} with 0 < X <= 1,"
+                              " e.g. top1=0.99")
+        out[key] = v
+    return out
+
+
+def output_metrics(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> dict[str, float]:
+    """Per sample: top-1 agreement of the first output (argmax of its last axis) and cosine over all outputs; means."""
+    top1, cos = [], []
+    for ref, out in zip(reference, got):
+        r0, o0 = ref[0], out[0]
+        if r0.ndim >= 1 and r0.shape[-1] > 1:
+            top1.append(float(np.mean(np.argmax(r0, axis=-1) == np.argmax(o0, axis=-1))))
+        a = np.concatenate([np.asarray(r, np.float64).ravel() for r in ref])
+        b = np.concatenate([np.asarray(o, np.float64).ravel() for o in out])
+        d = np.linalg.norm(a) * np.linalg.norm(b)
+        cos.append(float(a @ b / d) if d > 0 else float(np.array_equal(a, b)))
+    return {"top1": float(np.mean(top1)) if top1 else 1.0, "cosine": float(np.mean(cos))}
+
+
+def meets(metrics: dict[str, float], budget: dict[str, float]) -> bool:
+    return all(metrics.get(k, 0.0) >= v - 1e-12 for k, v in budget.items())
