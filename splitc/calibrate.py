@@ -224,7 +224,8 @@ def calibrate_codecs(model: ir.Model, spec: C.CodecSpec, samples: list[dict], bu
         for n in names:
             subs[n].append(_subsample(got[n], rng))
     specs = [spec] if spec.kind == "static" else [C.parse_codec(s) for s in C.AUTO_CANDIDATES]
-    fitted = {n: [C.fit(s, subs[n]) for s in specs] for n in names}
+    ranks = {v.name: len(v.shape) for v in cands}
+    fitted = {n: [C.fit(s, subs[n], rank=ranks[n]) for s in specs] for n in names}
     for tcs in fitted.values():  # a per-channel fit of a tensor without channels is a per-tensor one
         for tc in tcs:
             if tc.axis is not None and tc.scale.size == 1:

@@ -9,6 +9,11 @@ A codec spec (``--boundary``) is one of:
   ``mse``: the per-(channel) range minimizing the quantization MSE on the calibration values). ``int8-static``
   is the per-tensor static 8-bit codec (plain ``int8`` stays the dynamic one). The graph emits uint8 values in
   [0, 2^b); the runtime codec bit-packs them (b < 8) and entropy-codes them with zstd (or lz4);
+- ``pca<k>+<static codec>`` (``k`` components, or ``pca0.25+...`` a fraction of the channels), e.g.
+  ``pca8+int8-channel-static``: a training-free Karhunen-Loeve bottleneck for 4-D NCHW tensors. The channel
+  covariance of the calibration activations gives a (k, C) orthonormal basis; the head ends in a 1x1 Conv
+  (weight basis, bias -basis @ mean) and the static quantizer of the k components, the tail starts with the
+  dequantizer and the inverse 1x1 Conv (weight basis^T, bias mean). Other tensors fall back to the codec after ``+``;
 - ``auto``: per tensor, the smallest of the candidates (measured on the calibration data) that meets
   ``--accuracy-budget`` when that tensor alone is quantized.
 
@@ -26,6 +31,7 @@ from splitc.errors import SplitcError
 
 CLIPS = ("mse", "pct", "minmax")
 AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8-static")
+_PCA = re.compile(r"^pca(?P<k>[0-9]+|0?\.[0-9]+)\+(?P<rest>int.*)$")
 _SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax))?(?:\+(?P<entropy>zstd|lz4))?$")
 
 
@@ -39,6 +45,7 @@ class CodecSpec:
     per_channel: bool = False
     clip: str = "mse"
     entropy: str = "zstd"
+    pca: float | int | None = None  # keep this many components (int) or this fraction of the channels (float < 1)
 
     @property
     def calibrated(self) -> bool:
@@ -53,6 +60,15 @@ def parse_codec(spec: str) -> CodecSpec:
         return CodecSpec(s, "dynamic", 8)
     if s == "auto":
         return CodecSpec(s, "auto")
+    pm = _PCA.match(s)
+    if pm is not None:
+        inner = parse_codec(pm["rest"])
+        if inner.kind != "static":
+            raise SplitcError(f"--boundary '{spec}': pca<k> needs a static codec after '+', e.g. pca8+int8-channel-static")
+        k = float(pm["k"]) if "." in pm["k"] else int(pm["k"])
+        if (isinstance(k, int) and k < 1) or (isinstance(k, float) and not 0 < k <= 1):
+            raise SplitcError(f"--boundary '{spec}': pca<k> keeps k >= 1 components or a fraction 0 < f <= 1 of the channels")
+        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, k)
     m = _SPEC.match(s)
     if m is None or (m["bits"] == "8" and not (m["channel"] or m["static"] or m["clip"] or m["entropy"])):
         raise SplitcError(f"--boundary '{spec}': choose fp32, int8 (dynamic), auto, or int<8|4|2>[-channel][-static]"
@@ -70,6 +86,9 @@ class TensorCodec:
     axis: int | None  # 1 for per-channel
     measured_bytes: int | None = None  # mean payload bytes per frame on the calibration data
     error: dict = field(default_factory=dict)  # the budget's metrics with this tensor alone quantized
+    basis: np.ndarray | None = None  # PCA: (k, C) float32 orthonormal rows, applied on axis 1 of a 4-D NCHW tensor
+    mean: np.ndarray | None = None  # PCA: (C,) float32 channel mean
+    explained: float | None = None  # PCA: fraction of the calibration variance the k components keep
 
     @property
     def bits(self) -> int:
@@ -77,12 +96,25 @@ class TensorCodec:
 
     @property
     def name(self) -> str:
-        return f"{self.spec.name}+{self.spec.entropy}" if "+" not in self.spec.name else self.spec.name
+        base = self.spec.name
+        if self.spec.pca is not None and self.basis is None:  # fell back: not a 4-D tensor
+            base = base.split("+", 1)[1]
+        return base if base.endswith(("+zstd", "+lz4")) else f"{base}+{self.spec.entropy}"
 
     def plan_entry(self) -> dict:
-        return {"bits": self.bits, "axis": self.axis, "clip": self.spec.clip,
-                "scale": np.asarray(self.scale, np.float32).ravel().tolist(),
-                "zero_point": np.asarray(self.zero_point).astype(int).ravel().tolist()}
+        out = {"bits": self.bits, "axis": self.axis, "clip": self.spec.clip,
+               "scale": np.asarray(self.scale, np.float32).ravel().tolist(),
+               "zero_point": np.asarray(self.zero_point).astype(int).ravel().tolist()}
+        if self.basis is not None:  # the basis and mean live in the ONNX parts only
+            out["pca"] = {"k": int(self.basis.shape[0]), "channels": int(self.basis.shape[1]),
+                          "explained_variance": round(float(self.explained), 6)}
+        return out
+
+    def wire_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the symbols that cross for a tensor of ``shape`` (PCA: k channels on axis 1)."""
+        if self.basis is None or shape is None or len(shape) != 4:
+            return shape if shape is None else tuple(shape)
+        return (shape[0], int(self.basis.shape[0]), *shape[2:])
 
     def broadcast_shape(self, rank: int) -> tuple[int, ...]:
         if self.axis is None:
@@ -135,19 +167,63 @@ def fit_ranges(values: np.ndarray, bits: int, clip: str) -> tuple[np.ndarray, np
     return best_lo, best_hi
 
 
-def fit(spec: CodecSpec, samples: list[np.ndarray]) -> TensorCodec:
-    """Calibrate ``spec`` on activations of one tensor (a list of per-frame arrays, or subsamples that keep axis 1)."""
+def pca_k(spec: CodecSpec, channels: int) -> int:
+    k = spec.pca
+    if isinstance(k, float):
+        k = int(round(k * channels))
+    return int(min(max(1, k), channels))
+
+
+def fit_pca(samples: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Karhunen-Loeve basis of axis 1 (channels as features, every other position a sample, centred on the channel
+    mean): the (k, C) top eigenvectors of the channel covariance, the (C,) mean, and the explained variance."""
+    x = np.concatenate([channel_view(s, True) for s in samples], axis=1).astype(np.float64)  # (C, n)
+    mean = x.mean(axis=1)
+    xc = x - mean[:, None]
+    cov = xc @ xc.T / max(1, xc.shape[1] - 1)
+    w, v = np.linalg.eigh(cov)
+    order = np.argsort(w)[::-1]
+    w, v = np.maximum(w[order], 0.0), v[:, order]
+    basis = v[:, :k].T
+    explained = float(w[:k].sum() / w.sum()) if w.sum() > 0 else 1.0
+    return basis.astype(np.float32), mean.astype(np.float32), explained
+
+
+def project(x: np.ndarray, basis: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(N, C, ...) -> (N, k, ...): basis @ (x - mean) on axis 1."""
+    x = np.asarray(x, np.float32)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return np.tensordot(basis, x - mean.reshape(shape), axes=([1], [1])).swapaxes(0, 1).astype(np.float32)
+
+
+def unproject(y: np.ndarray, basis: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(N, k, ...) -> (N, C, ...): basis.T @ y + mean on axis 1."""
+    shape = (1, -1) + (1,) * (y.ndim - 2)
+    return (np.tensordot(basis.T, y, axes=([1], [1])).swapaxes(0, 1) + mean.reshape(shape)).astype(np.float32)
+
+
+def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> TensorCodec:
+    """Calibrate ``spec`` on activations of one tensor (a list of per-frame arrays, or subsamples that keep axis 1).
+    ``rank``: the tensor's rank (default: that of the samples); PCA applies to 4-D tensors only (others fall back to
+    the codec after ``+``)."""
+    rank = samples[0].ndim if rank is None else rank
+    basis = mean = explained = None
+    if spec.pca is not None and rank == 4 and samples[0].ndim >= 2 and samples[0].shape[1] > 1:
+        basis, mean, explained = fit_pca(samples, pca_k(spec, samples[0].shape[1]))
+        samples = [project(s, basis, mean) for s in samples]
     per_channel = spec.per_channel and samples[0].ndim >= 2
     values = np.concatenate([channel_view(s, per_channel) for s in samples], axis=1)
     lo, hi = fit_ranges(values, spec.bits, spec.clip)
     scale, zp = qparams(lo, hi, spec.bits)
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
-    return TensorCodec(spec, scale, zp, 1 if per_channel else None)
+    return TensorCodec(spec, scale, zp, 1 if per_channel else None, basis=basis, mean=mean, explained=explained)
 
 
 def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
     """The graph's arithmetic in numpy: uint8 symbols in [0, 2^bits)."""
+    if tc.basis is not None:
+        x = project(x, tc.basis, tc.mean)
     shape = tc.broadcast_shape(x.ndim)
     scale = tc.scale.reshape(shape)
     zp = tc.zero_point.reshape(shape).astype(np.float32)
@@ -156,7 +232,8 @@ def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
 
 def dequantize(q: np.ndarray, tc: TensorCodec) -> np.ndarray:
     shape = tc.broadcast_shape(q.ndim)
-    return ((q.astype(np.float32) - tc.zero_point.reshape(shape).astype(np.float32)) * tc.scale.reshape(shape)).astype(np.float32)
+    y = ((q.astype(np.float32) - tc.zero_point.reshape(shape).astype(np.float32)) * tc.scale.reshape(shape)).astype(np.float32)
+    return unproject(y, tc.basis, tc.mean) if tc.basis is not None else y
 
 
 # --------------------------------------------------------------------------- accuracy budgets

@@ -126,6 +126,11 @@ def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], i
     rank = len(x.shape)
     levels = (1 << tc.bits) - 1
     src = x if x.dtype == ir.DataType.FLOAT else op("Cast", [x], "to_float", to=ir.DataType.FLOAT)
+    if getattr(tc, "basis", None) is not None:  # PCA bottleneck: 1x1 Conv onto the k components
+        basis = np.asarray(tc.basis, np.float32)
+        w = _const(nodes, basis[:, :, None, None], f"{x.name}__pca_w")
+        b = _const(nodes, (-(basis.astype(np.float64) @ tc.mean.astype(np.float64))).astype(np.float32), f"{x.name}__pca_b")
+        src = op("Conv", [src, w, b], "pca_project", kernel_shape=[1, 1])
     per_channel = tc.axis is not None
     if opset >= 13 or (opset >= 10 and not per_channel):
         if tc.bits < 8:  # QuantizeLinear saturates at 0 and 255: clip the top to the b-bit range first
@@ -147,7 +152,10 @@ def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], i
         y = op("Min", [op("Max", [y, lo], "clip_lo"), top], "clipped")
         q = op("Cast", [y], "q_cast", to=ir.DataType.UINT8)
     q.name = static_wire_name(x.name)
-    q.dtype, q.shape = ir.DataType.UINT8, x.shape
+    wire_shape = x.shape
+    if getattr(tc, "basis", None) is not None and x.shape is not None:
+        wire_shape = ir.Shape([x.shape[0], int(tc.basis.shape[0]), *list(x.shape)[2:]])
+    q.dtype, q.shape = ir.DataType.UINT8, wire_shape
     return nodes, q
 
 
@@ -171,7 +179,15 @@ def static_dequantize_nodes(q: ir.Value, tc, dtype: ir.DataType, name: str, opse
         scale = _bcast_const(nodes, tc.scale, f"{name}__dqscale", rank, tc.axis, np.float32)
         zp = _bcast_const(nodes, tc.zero_point, f"{name}__dqzp", rank, tc.axis, np.float32)
         y = op("Mul", [op("Sub", [op("Cast", [q], "q_float", to=ir.DataType.FLOAT), zp], "centered"), scale], "dequantize")
+    shape = q.shape
+    if getattr(tc, "basis", None) is not None:  # PCA bottleneck: inverse 1x1 Conv back to the C channels
+        basis = np.asarray(tc.basis, np.float32)
+        w = _const(nodes, np.ascontiguousarray(basis.T)[:, :, None, None], f"{name}__pca_winv")
+        b = _const(nodes, np.asarray(tc.mean, np.float32), f"{name}__pca_mean")
+        y = op("Conv", [y, w, b], "pca_unproject", kernel_shape=[1, 1])
+        if q.shape is not None:
+            shape = ir.Shape([q.shape[0], int(basis.shape[1]), *list(q.shape)[2:]])
     if dtype != ir.DataType.FLOAT:
         y = op("Cast", [y], "from_float", to=dtype)
-    y.dtype, y.shape = dtype, q.shape
+    y.dtype, y.shape = dtype, shape
     return nodes, y

@@ -98,7 +98,7 @@ class SplitPass(ir.passes.InPlacePass):
             tc = self.codecs.get(t.name) if v.dtype in FLOAT_TYPES and not (t.is_output and not hop.up) else None
             if tc is not None:  # calibrated: the symbols alone cross; scales and zero points are constants of both parts
                 crossings.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded, tc.name,
-                                          (WireTensor(static_wire_name(t.name), "uint8", shape, tc.bits),), False, tc))
+                                          (WireTensor(static_wire_name(t.name), "uint8", tc.wire_shape(shape), tc.bits),), False, tc))
                 continue
             crossings.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded,
                                       "int8-dynamic+zstd" if lossy else "raw+zstd", wire, t.is_output and not hop.up))
