@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitc.runtimes.codec import MAGIC, VERSION, CodecError, decode, encode
+from splitc.runtimes.codec import MAGIC, VERSION, CodecError, decode, encode, read_header
 
 PREFIX = struct.Struct("<4sBI")
 
@@ -378,3 +378,44 @@ def test_fuzz_headers(entries, body):
     """Any JSON header, well-formed or not, decodes to the expected tensors or raises CodecError."""
     decode_or_codec_error(build(entries, [body]))
     decode_or_codec_error(build([], [], header=json.dumps(entries).encode()))
+
+
+def _post_relu(shape=(1, 32, 28, 28), seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.standard_normal(shape), 0)
+    x[:, ::2] = 0
+    return np.clip(np.round(x / x.max() * 255), 0, 255).astype(np.uint8)
+
+
+def test_sparse_layout_is_chosen_for_post_relu_symbols_and_round_trips():
+    import zstandard
+
+    q = _post_relu()
+    payload = encode({"q": q})
+    version, header, _ = read_header(payload)
+    assert header["tensors"][0]["codec"] == "sparse-zstd"
+    assert header["tensors"][0]["stored"] < len(zstandard.ZstdCompressor(level=3).compress(q.tobytes()))
+    assert np.array_equal(decode(payload, {"q": ("uint8", q.shape)})["q"], q)
+    dense = np.arange(4096, dtype=np.uint8).reshape(64, 64) | 1  # no zeros: stays dense
+    assert read_header(encode({"d": dense}))[1]["tensors"][0]["codec"] != "sparse-zstd"
+
+
+def test_sparse_block_whose_bitmap_disagrees_is_rejected():
+    import zstandard
+
+    q = _post_relu()
+    payload = bytearray(encode({"q": q}))
+    version, header, offset = read_header(bytes(payload))
+    flat = q.reshape(-1)
+    mask = np.packbits(flat != 0).tobytes()
+    lying = zstandard.ZstdCompressor().compress(mask + flat[flat != 0].tobytes()[:-3])  # 3 values short
+    header["tensors"][0]["stored"] = len(lying)
+    head = json.dumps(header).encode()
+    forged = b"SPLC" + bytes([2]) + len(head).to_bytes(4, "little") + head + lying
+    with pytest.raises(CodecError, match="its bitmap says"):
+        decode(forged, {"q": ("uint8", q.shape)})
+    bomb = zstandard.ZstdCompressor().compress(b"\xff" * (q.size * 3))
+    header["tensors"][0]["stored"] = len(bomb)
+    head = json.dumps(header).encode()
+    with pytest.raises(CodecError, match="declares"):
+        decode(b"SPLC" + bytes([2]) + len(head).to_bytes(4, "little") + head + bomb, {"q": ("uint8", q.shape)})

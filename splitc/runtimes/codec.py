@@ -35,7 +35,8 @@ _PREFIX = struct.Struct("<4sBI")
 MAX_HEADER = 1 << 20
 _DTYPES = {"float32", "float16", "float64", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "bool"}
 BITS = (1, 2, 4, 8)
-ENTROPY = ("zstd", "lz4", "raw")
+ENTROPY = ("zstd", "lz4", "raw", "sparse-zstd")
+SPARSE_AT = 0.5  # try the sparse layout when at least this fraction of the values are zero (post-ReLU)
 
 
 class CodecError(ValueError):
@@ -101,6 +102,25 @@ def _compress(raw: bytes, entropy: str, level: int) -> tuple[str, bytes]:
     return ("zstd", packed) if len(packed) < len(raw) else ("raw", raw)
 
 
+def _sparse(flat: np.ndarray) -> bytes:
+    """Sparsity-aware layout of post-ReLU tensors: a bitmap of the non-zero positions, then those values."""
+    mask = flat != 0
+    return np.packbits(mask).tobytes() + flat[mask].tobytes()
+
+
+def _unsparse(raw: bytes, dtype: str, n: int, name: str) -> bytes:
+    mask_bytes = (n + 7) // 8
+    if len(raw) < mask_bytes:
+        raise CodecError(f"tensor '{name}': sparse block of {len(raw)} bytes is shorter than its {mask_bytes}-byte bitmap")
+    mask = np.unpackbits(np.frombuffer(raw, np.uint8, mask_bytes), count=n).astype(bool)
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) != mask_bytes + int(mask.sum()) * itemsize:
+        raise CodecError(f"tensor '{name}': sparse block holds {len(raw) - mask_bytes} value bytes, its bitmap says {int(mask.sum()) * itemsize}")
+    out = np.zeros(n, dtype=dtype)
+    out[mask] = np.frombuffer(raw, dtype, offset=mask_bytes)
+    return out.tobytes()
+
+
 def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, int] | None = None, plan: str | None = None,
            entropy: str | dict[str, str] = "zstd", frame: int = 0, key: bool = True, delta: frozenset | set = frozenset()) -> bytes:
     """One payload. ``bits``: tensor -> 4/2/1 for uint8 symbols to bit-pack; ``plan``: the plan fingerprint;
@@ -114,7 +134,14 @@ def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, in
         if b not in BITS or (b != 8 and arr.dtype != np.uint8):
             raise ValueError(f"tensor '{name}': {b}-bit packing needs uint8 symbols, got {arr.dtype}")
         raw = pack_bits(arr, b) if b != 8 else arr.tobytes()
-        codec, blob = _compress(raw, entropy if isinstance(entropy, str) else entropy.get(name, "zstd"), level)
+        method = entropy if isinstance(entropy, str) else entropy.get(name, "zstd")
+        codec, blob = _compress(raw, method, level)
+        if method == "zstd" and b == 8 and arr.size >= 64 and name not in delta:
+            flat = arr.reshape(-1)
+            if np.count_nonzero(flat) <= (1 - SPARSE_AT) * flat.size:
+                sparse = zstandard.ZstdCompressor(level=level).compress(_sparse(flat))
+                if len(sparse) < len(blob):
+                    codec, blob = "sparse-zstd", sparse
         e = {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "codec": codec, "stored": len(blob)}
         if b != 8:
             e["bits"] = b
@@ -189,6 +216,8 @@ def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = Non
             raise CodecError(f"tensor '{name}': stored length {stored} runs past the payload")
         if e.get("codec") not in ENTROPY:
             raise CodecError(f"tensor '{name}': unknown codec {e.get('codec')!r}")
+        if e.get("codec") == "sparse-zstd" and (bits != 8 or e.get("delta")):
+            raise CodecError(f"tensor '{name}': the sparse layout is only for whole 8-bit values")
         if e.get("codec") == "raw" and stored != nbytes:
             raise CodecError(f"tensor '{name}': {stored} bytes decoded, {nbytes} expected")
         plans.append((e, name, dtype, shape, bits, n, nbytes, offset, stored))
@@ -200,7 +229,16 @@ def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = Non
     for e, name, dtype, shape, bits, n, nbytes, start, stored in plans:
         blob = payload[start:start + stored]
         codec = e["codec"]
-        if codec == "zstd":
+        if codec == "sparse-zstd":  # bitmap + non-zero values: at most the bitmap more than the dense bytes
+            bound = (n + 7) // 8 + nbytes
+            try:
+                declared = zstandard.frame_content_size(blob)
+                if declared > bound:
+                    raise CodecError(f"tensor '{name}': zstd frame declares {declared} bytes, at most {bound} expected")
+                raw = _unsparse(decompressor.decompress(blob, max_output_size=max(bound, 1), allow_extra_data=False), dtype, n, name)
+            except zstandard.ZstdError as err:
+                raise CodecError(f"tensor '{name}': zstd data is corrupt ({err})") from None
+        elif codec == "zstd":
             try:
                 # max_output_size only bounds frames that do not declare their size: check the declared one first
                 declared = zstandard.frame_content_size(blob)
