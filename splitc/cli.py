@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from splitc.errors import SplitcError, SplitcWarning
 

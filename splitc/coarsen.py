@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import networkx as nx
 
-from splitc.costgraph import CNode, CostGraph, CTensor, CWeight
+from splitc.costgraph import CNode, CostGraph, CWeight
 
 
 @dataclass(frozen=True)

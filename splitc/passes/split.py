@@ -104,20 +104,23 @@ class SplitPass(ir.passes.InPlacePass):
                                       "int8-dynamic+zstd" if lossy else "raw+zstd", wire, t.is_output and not hop.up))
         proto = ir.to_proto(model)
         node_names = [n.name for n in cg.nodes]
-        stage_tier = {s.index: s.tier for s in sched.stages}
-        produced_in = {}  # tensor name -> stage
-        for t in cg.tensors:
-            produced_in[t.name] = 0 if t.producer is None else sched.stage_of[t.producer]
+        produced_in = {t.name: (0 if t.producer is None else sched.stage_of[t.producer]) for t in cg.tensors}
         tier_of_tensor = {t.name: (0 if t.producer is None else placement[t.producer]) for t in cg.tensors}
+        tier_of_stage = {s.index: s.tier for s in sched.stages}
+        kept_for_later: dict[int, set[str]] = {}  # stage -> tensors it produces that a later stage on its tier reads
+        for t in cg.tensors:
+            src = produced_in[t.name]
+            if any(sched.stage_of[c] > src and tier_of_stage[sched.stage_of[c]] == tier_of_stage[src] for c in t.consumers):
+                kept_for_later.setdefault(src, set()).add(t.name)
         parts = []
         for stage in sched.stages:
             parts.append(self._part(model, proto, stage, {node_names[i] for i in stage.nodes}, crossings, produced_in,
-                                    tier_of_tensor, stage_tier, sched, cg, placement))
+                                    tier_of_tensor, kept_for_later.get(stage.index, set())))
         outputs = tuple(v.name for v in graph.outputs)
         model.graph.meta[PARTS] = SplitResult(tuple(parts), tuple(crossings), outputs, sched)
         return ir.passes.PassResult(model, False)
 
-    def _part(self, model, proto, stage, names, crossings, produced_in, tier_of_tensor, stage_tier, sched, cg, placement) -> StagePart:
+    def _part(self, model, proto, stage, names, crossings, produced_in, tier_of_tensor, later_local) -> StagePart:
         graph = model.graph
         tier = stage.tier
         placed = [n for n in graph if n.name in names]
@@ -141,11 +144,6 @@ class SplitPass(ir.passes.InPlacePass):
         received = {c.tensor: c for c in crossings if c.dst == tier and c.tensor in read and tier_of_tensor[c.tensor] != tier}
         local = [name for name in read if name not in received]  # graph inputs on the device, or from an earlier stage here
         sent = [c for c in crossings if c.stage == stage.index and c.src == tier]
-        later_local = set()
-        for s in sched.stages:
-            if s.index > stage.index and s.tier == tier:
-                for i in s.nodes:
-                    later_local |= {t.name for t in cg.tensors if i in t.consumers and produced_in[t.name] == stage.index}
         results = [v.name for v in graph.outputs if tier == 0 and (produced_in.get(v.name) == stage.index if v.name in produced_in else stage.index == 0)]
 
         part = ir.from_proto(proto)
