@@ -83,18 +83,6 @@ def make_session(model: str | Path | bytes, settings: Settings, **kw) -> ort.Inf
     return ort.InferenceSession(source, session_options(settings, **kw), providers=["CPUExecutionProvider"])
 
 
-def time_runs(sess: ort.InferenceSession, feeds: dict, runs: int, warmup: int = 0) -> list[float]:
-    """Wall seconds of each of ``runs`` calls of ``sess.run`` after ``warmup`` unrecorded ones."""
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        out.append(time.perf_counter() - t)
-    return out
-
-
 @dataclass(frozen=True)
 class Group:
     """Original nodes and the kernels that compute exactly them."""
@@ -403,6 +391,120 @@ def feeds_for(model_path: str | Path, input_shapes=None) -> dict[str, np.ndarray
 # --------------------------------------------------------------------------------------------- calibration
 
 
+def calibration_models() -> list[tuple[str, onnx.ModelProto]]:
+    """Small graphs of one op type each at activation sizes typical of CNNs and transformers: the standalone
+    memory-bound ops (elementwise, layout, reductions, norms, pooling, resizing) and plain MatMuls that the
+    profiled models may not run on their own (a CNN's residual Add and activations are fused into its convs).
+    Convolutions come from the profiled models only. Independent branches differ in their attributes or
+    inputs, so that onnxruntime's common-subexpression elimination keeps them apart."""
+    from splitc import zoo
+
+    a, b, small, tiny = [1, 64, 56, 56], [1, 128, 384], [1, 64, 28, 28], [1, 16, 12, 12]
+    models = []
+
+    def build(name: str, fn) -> None:
+        builder = zoo.Builder(f"calibration_{name}", seed=0)
+        outputs = fn(builder)
+        models.append((name, builder.build(outputs, doc=f"splitc profile calibration: {name}")))
+
+    def elementwise(bd, shape):
+        x = bd.input("x", shape)
+        y = bd.op("Relu", [x])
+        t = y
+        for op in ("Add", "Mul", "Sigmoid", "Add", "Mul", "Tanh"):
+            t = bd.op(op, [t] if op in ("Sigmoid", "Tanh") else [t, y])
+        return [t]
+
+    build("elementwise_a", lambda bd: elementwise(bd, a))
+    build("elementwise_b", lambda bd: elementwise(bd, b))
+    build("elementwise_tiny", lambda bd: elementwise(bd, tiny))
+
+    def transposes(bd, shape, perms):
+        x = bd.input("x", shape)
+        return [bd.op("Transpose", [x], perm=p) for p in perms]
+
+    build("transpose_a", lambda bd: transposes(bd, a, [[0, 2, 3, 1], [0, 1, 3, 2], [0, 3, 1, 2]]))
+    build("transpose_heads", lambda bd: transposes(bd, [1, 128, 12, 32], [[0, 2, 1, 3], [0, 2, 3, 1]]))
+
+    def concat_slice(bd, shape):
+        x = bd.input("x", shape)
+        y = bd.op("Relu", [x])
+        outs = [bd.op("Concat", [x, y], axis=1), bd.op("Concat", [y, x], axis=2)]
+        half = shape[1] // 2
+        outs.append(bd.op("Slice", [x, bd.const([0]), bd.const([half]), bd.const([1])]))
+        outs.append(bd.op("Slice", [x, bd.const([1]), bd.const([shape[2]]), bd.const([2])]))
+        return outs
+
+    build("concat_slice_a", lambda bd: concat_slice(bd, a))
+    build("concat_slice_b", lambda bd: concat_slice(bd, b))
+    build("concat_slice_tiny", lambda bd: concat_slice(bd, tiny))
+    build("transpose_tiny", lambda bd: transposes(bd, tiny, [[0, 2, 3, 1], [0, 1, 3, 2]]))
+
+    def reductions(bd):
+        att = bd.input("att", [1, 4, 128, 128])
+        scores = bd.input("scores", [1, 4800, 8])
+        x = bd.input("x", a)
+        few = bd.input("few", [1, 300, 2])
+        return [bd.op("Softmax", [att], axis=-1), bd.op("Softmax", [scores], axis=-1), bd.op("Softmax", [few], axis=-1),
+                bd.op("ReduceMean", [x], axes=[2, 3], keepdims=1), bd.op("ReduceMax", [x], axes=[1], keepdims=1),
+                bd.op("ReduceMean", [few], axes=[1], keepdims=1)]
+
+    build("reduce", reductions)
+
+    def norms(bd):
+        x = bd.input("x", b)
+        t = x
+        for _ in range(3):
+            g = bd.init(np.ones(b[-1], np.float32), "ln_g")
+            beta = bd.init(np.zeros(b[-1], np.float32), "ln_b")
+            t = bd.op("LayerNormalization", [t, g, beta], axis=-1, epsilon=1e-5)
+        y = bd.input("y", a)
+        u = bd.op("Relu", [y])
+        for i in range(2):
+            u = bd.bn(u, a[1])
+        z = bd.input("z", [1, 16, 64])
+        g = bd.init(np.ones(64, np.float32), "ln_g")
+        return [t, u, bd.op("LayerNormalization", [z, g, bd.init(np.zeros(64, np.float32), "ln_b")], axis=-1)]
+
+    build("norm", norms)
+
+    def pools(bd):
+        x = bd.input("x", a)
+        t = bd.op("MaxPool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+        m2 = bd.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+        avg = bd.op("AveragePool", [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+        return [m2, avg, bd.op("GlobalAveragePool", [x]), bd.op("GlobalMaxPool", [t])]
+
+    build("pool", pools)
+
+    def resizes(bd):
+        x = bd.input("x", small)
+        y = bd.input("y", [1, 128, 13, 13])
+        scales = bd.const([1.0, 1.0, 2.0, 2.0], np.float32)
+        return [bd.op("Resize", [x, "", scales], mode="nearest"), bd.op("Resize", [x, "", scales], mode="linear"),
+                bd.op("Resize", [y, "", scales], mode="nearest")]
+
+    build("resize", resizes)
+
+    def matmuls(bd):
+        x = bd.input("x", [1, 128, 256])
+        t = x
+        for _ in range(3):
+            t = bd.op("MatMul", [t, bd.init(bd.he((256, 256), 256, 1.0), "mm_w")])
+        v = bd.input("v", [1, 1024])
+        u = v
+        for _ in range(2):
+            u = bd.op("MatMul", [u, bd.init(bd.he((1024, 1024), 1024, 1.0), "mm_w")])
+        q = bd.input("q", [1, 4, 128, 32])
+        k = bd.input("k", [1, 4, 32, 128])
+        w = bd.input("w", [1, 16, 32])
+        return [t, u, bd.op("MatMul", [q, k]), bd.op("MatMul", [w, bd.init(bd.he((32, 32), 32, 1.0), "mm_w")])]
+
+    build("matmul", matmuls)
+    return models
+
+
+
 def _chain_model(shape: list[int], n: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
@@ -502,6 +604,27 @@ class ProfileRun:
     fit: object  # splitc.fit.FitResult
     bias_s: float  # correction added to every profiled kernel duration
     predicted_s: list[float]  # whole-model prediction of the fitted profile, per model
+    calibration: list[ModelProfile] = field(default_factory=list)
+
+
+def measure_calibration(settings: Settings, progress: Callable[[int, int], None] | None = None) -> list[ModelProfile]:
+    """Measure :func:`calibration_models` (at most 15 runs each: they are small and steady)."""
+    cal_settings = Settings(settings.optimization, settings.threads, min(settings.warmup, 3), min(settings.runs, 15))
+    models = calibration_models()
+    out = []
+    with tempfile.TemporaryDirectory(prefix="splitc-calibration-") as tmp:
+        for i, (name, proto) in enumerate(models):
+            path = os.path.join(tmp, f"{name}.onnx")
+            onnx.save_model(proto, path)
+            out.append(measure_model(path, None, cal_settings))
+            if progress:
+                progress(i + 1, len(models))
+    return out
+
+
+def _labels(paths: list[str]) -> list[str]:
+    names = [Path(p).name for p in paths]
+    return [n if names.count(n) == 1 else f"{n} ({Path(p).parent})" for n, p in zip(names, paths)]
 
 
 def profile_device(
@@ -510,24 +633,27 @@ def profile_device(
     settings: Settings = Settings(),
     *,
     description: str = "",
+    calibration: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ProfileRun:
-    """Measure ``models`` on this machine, fit per-class models, and return the device profile."""
+    """Measure ``models`` (and, with ``calibration``, the built-in calibration kernels) on this machine, fit
+    per-class models to them, and return the device profile."""
     from splitc import fit as fitting
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
         raise SplitcError(f"--name '{name}': use letters, digits, '-', '_' or '.'")
+    if not models:
+        raise SplitcError("splitc profile: give at least one model to measure")
     tick = progress or (lambda _what, _done, _total: None)
+    labels = _labels([str(p) for p, _ in models])
     measured = []
-    for path, shapes in models:
-        label = Path(path).name
+    for (path, shapes), label in zip(models, labels):
         measured.append(measure_model(path, shapes, settings, progress=lambda d, t, label=label: tick(label, d, t)))
-    tick("calibration", 0, 2)
+    cal = measure_calibration(settings, lambda d, t: tick("calibration", d, t)) if calibration else []
+    tick("calibration", 0, 0)
     bias = measure_profiler_bias(settings)
-    tick("calibration", 1, 2)
     enc, dec = measure_codec(settings)
-    tick("calibration", 2, 2)
-    rows = [row for p in measured for row in p.rows(bias)]
+    rows = [row for p in measured + cal for row in p.rows(bias)]
     result = fitting.fit_groups(rows)
     threads = settings.threads or "onnxruntime default"
     table = {
@@ -540,16 +666,19 @@ def profile_device(
         "warmup": settings.warmup,
         "runs": settings.runs,
         "profiler_bias_s": bias,
+        "calibration_kernels": sum(p.kernels for p in cal),
+        "dropped_s": result.dropped_s,
         "models": {},
     }
-    for p in measured:
-        table["models"][Path(p.model).name] = {"wall_s": p.wall_s, "kernel_s": p.kernel_s, "kernels": p.kernels,
-                                               "groups": len(p.groups)}
+    for p, label in zip(measured, labels):
+        table["models"][label] = {"wall_s": p.wall_s, "kernel_s": p.kernel_s, "kernels": p.kernels, "groups": len(p.groups)}
     sources = [
         f"measured by splitc profile on {machine_description()} at {table['date']}",
         f"onnxruntime {ort.__version__} CPUExecutionProvider, graph optimization '{settings.optimization}', intra-op threads:"
         f" {threads}; {settings.warmup} warm-up + {settings.runs} measured runs per model, per-kernel medians",
-        "models: " + ", ".join(f"{Path(p.model).name} ({p.kernels} kernels, {len(p.groups)} groups)" for p in measured),
+        "models: " + ", ".join(f"{label} ({p.kernels} kernels, {len(p.groups)} groups)" for p, label in zip(measured, labels)),
+        (f"plus {len(cal)} built-in calibration graphs ({table['calibration_kernels']} kernels: standalone elementwise, layout,"
+         " reduction, norm, pooling, resize and MatMul ops)") if cal else "no calibration graphs (--no-calibration)",
         "per-class models fitted by non-negative least squares (splitc/fit.py); codec: DynamicQuantizeLinear + zstd measured",
     ]
     profile = fitting.build_profile(
@@ -561,4 +690,4 @@ def profile_device(
     predicted = [entry["predicted_s"] for entry in table["models"].values()]
     header = (f"Device profile '{name}', measured by 'splitc profile'. Use it with --target {name}.toml\n"
               "Re-measure when onnxruntime, its settings or the machine change.")
-    return ProfileRun(profile, fitting.profile_to_toml(profile, header), measured, result, bias, predicted)
+    return ProfileRun(profile, fitting.profile_to_toml(profile, header), measured, result, bias, predicted, cal)

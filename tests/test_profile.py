@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from splitc import zoo
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcError
-from splitc.profiler import Settings, map_kernels, measure_model, measure_profiler_bias
+from splitc.profiler import Settings, map_kernels, measure_calibration, measure_model, measure_profiler_bias, profile_device
 from splitc.targets import load_target
 
 FAST = Settings(optimization="all", threads=1, warmup=1, runs=3)
@@ -148,6 +148,27 @@ def test_initializers_listed_as_inputs_are_measured_as_constants(models, tmp_pat
     assert all(len([n for n in g.nodes if n in p.features]) >= 1 for g in p.groups)
 
 
+def test_calibration_graphs_cover_the_classes_cnns_fuse_away():
+    cal = measure_calibration(FAST)
+    classes = set()
+    for p in cal:
+        group_of = _check_partition(p)
+        # one op per kernel: every costed node is a group of its own (nothing merged by CSE or fusion)
+        assert all(len([n for n in group_of[name].nodes if n in p.features]) == 1 for name in p.features)
+        classes |= {f.op_class for f in p.features.values()}
+    assert {"elementwise", "data", "reduce", "norm", "pool", "resize", "matmul"} <= classes
+    assert not classes & {"conv", "depthwise"}  # convolutions come from the user's models
+
+
+def test_profile_without_calibration_has_only_the_models_classes(models):
+    run = profile_device([(models["residual"], {})], "only", FAST, calibration=False)
+    assert set(dict(run.profile.fits)) <= {"conv", "pool", "elementwise", "matmul", "data"}
+    assert run.profile.fit("norm") is None and run.calibration == []
+    assert "no calibration graphs" in " ".join(run.profile.sources)
+    # classes without a table use the analytical fallback, fitted to the same runs
+    assert run.profile.rate("norm") > 0 and run.profile.memory_bytes_per_s > 0
+
+
 def test_profiler_bias_is_a_few_microseconds():
     bias = measure_profiler_bias(Settings(threads=1, warmup=2), nodes=100, runs=8)
     assert -10e-6 <= bias <= 10e-6
@@ -170,7 +191,7 @@ def test_cli_profile_writes_a_profile_that_compiles_and_lists(models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["name"] == "box" and len(summary["models"]) == 2
-    assert {"conv", "depthwise"} <= set(summary["fits"])
+    assert {"conv", "depthwise", "norm", "reduce", "resize"} <= set(summary["fits"])  # the last from calibration
     for m in summary["models"]:
         assert m["kernels"] > 0 and m["measured_s"] > 0 and m["predicted_s"] > 0
     data = tomllib.loads(out.read_text())
