@@ -42,16 +42,24 @@ def _const(graph_nodes: list[ir.Node], array: np.ndarray, name: str) -> ir.Value
     return node.outputs[0]
 
 
+def _emitter(nodes: list[ir.Node], prefix: str):
+    """``op(op_type, inputs, suffix, **attrs)``: append a node named ``<prefix>__<suffix>`` (its output too) and return that output."""
+
+    def op(op_type, inputs, suffix, **attrs):
+        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{prefix}__{suffix}")
+        node.outputs[0].name = f"{prefix}__{suffix}"
+        nodes.append(node)
+        return node.outputs[0]
+
+    return op
+
+
 def quantize_nodes(x: ir.Value, opset: int) -> tuple[list[ir.Node], tuple[ir.Value, ir.Value, ir.Value]]:
     """Nodes computing (q uint8, scale float32 scalar, zero_point uint8 scalar) from ``x``."""
     q_name, s_name, z_name = wire_names(x.name)
     nodes: list[ir.Node] = []
 
-    def op(op_type, inputs, name, **attrs):
-        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{x.name}__{name}")
-        node.outputs[0].name = f"{x.name}__{name}"
-        nodes.append(node)
-        return node.outputs[0]
+    op = _emitter(nodes, x.name)
 
     src = x if x.dtype == ir.DataType.FLOAT else op("Cast", [x], "to_float", to=ir.DataType.FLOAT)
     if opset >= 11:
@@ -83,11 +91,7 @@ def dequantize_nodes(q: ir.Value, scale: ir.Value, zp: ir.Value, dtype: ir.DataT
     """Nodes computing the float tensor ``name`` (of ``dtype``) back from its wire form."""
     nodes: list[ir.Node] = []
 
-    def op(op_type, inputs, suffix, **attrs):
-        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{name}__{suffix}")
-        node.outputs[0].name = f"{name}__{suffix}"
-        nodes.append(node)
-        return node.outputs[0]
+    op = _emitter(nodes, name)
 
     if opset >= 10:
         y = op("DequantizeLinear", [q, scale, zp], "dequantize")
@@ -117,11 +121,7 @@ def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], i
     Min that clips to the top of the b-bit range; below that, the same arithmetic from basic ops."""
     nodes: list[ir.Node] = []
 
-    def op(op_type, inputs, suffix, **attrs):
-        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{x.name}__{suffix}")
-        node.outputs[0].name = f"{x.name}__{suffix}"
-        nodes.append(node)
-        return node.outputs[0]
+    op = _emitter(nodes, x.name)
 
     rank = len(x.shape)
     levels = (1 << tc.bits) - 1
@@ -163,11 +163,7 @@ def static_dequantize_nodes(q: ir.Value, tc, dtype: ir.DataType, name: str, opse
     """Nodes computing the float tensor ``name`` back from its symbols with the plan's constants."""
     nodes: list[ir.Node] = []
 
-    def op(op_type, inputs, suffix, **attrs):
-        node = ir.node(op_type, inputs, attributes=attrs or None, name=f"{name}__{suffix}")
-        node.outputs[0].name = f"{name}__{suffix}"
-        nodes.append(node)
-        return node.outputs[0]
+    op = _emitter(nodes, name)
 
     rank = len(q.shape)
     per_channel = tc.axis is not None
