@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runtime", choices=("ort", "tvm"), default="ort",
                    help="run the ONNX parts in onnxruntime, or the TVM libraries of --emit onnx,tvm (then also checked"
                         " against the ONNX parts in onnxruntime) (default: %(default)s)")
+    r.add_argument("--stream", action="store_true",
+                   help="treat the samples as successive frames of a stream: send each hop with inter-frame delta coding")
     r.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 
     i = sub.add_parser("inspect", help="per-node table: op, FLOPs, output bytes, latency on each target",

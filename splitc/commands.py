@@ -144,6 +144,12 @@ def cmd_run(args) -> int:
     versus = SplitModel(args.dir, optimization=args.optimization) if args.runtime == "tvm" else None  # TVM vs onnxruntime
     plan = model.plan
     samples = [_load_inputs(args.input, plan)] if args.input else [synthetic_inputs(model.inputs, seed) for seed in range(max(1, args.samples))]
+    if args.stream:  # successive frames: with synthetic inputs, a sliding "video" (each frame shifted one step)
+        model.stream()
+        if not args.input:
+            base = samples[0]
+            samples = [{k: np.roll(v, t, axis=-1) if np.issubdtype(v.dtype, np.floating) else v for k, v in base.items()}
+                       for t in range(max(2, args.samples))]
     original = Path(args.model or plan["model"]["path"])
     reference = None
     if original.is_file():

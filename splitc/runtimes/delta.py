@@ -46,8 +46,8 @@ class DeltaEncoder:
         for name, arr in tensors.items():
             arr = np.asarray(arr)
             prev = self.prev.get(name)
-            if not key and arr.dtype == np.uint8 and prev is not None and prev.shape == arr.shape:
-                send[name] = (arr - prev) & _mask(self.bits.get(name, 8))  # uint8 arithmetic wraps mod 256
+            if not key and arr.dtype == np.uint8 and arr.ndim and prev is not None and prev.shape == arr.shape:
+                send[name] = np.asarray((arr - prev) & _mask(self.bits.get(name, 8)), np.uint8)  # wraps mod 256
                 delta.add(name)
             else:
                 send[name] = arr
@@ -81,7 +81,7 @@ class DeltaDecoder:
                     self.frame = None
                     raise StreamGap(f"tensor '{name}': delta without a reference: request a key frame")
                 bits = self.expected[name][2] if len(self.expected[name]) > 2 else 8
-                arr = (prev + arr) & _mask(bits)
+                arr = np.asarray((prev + arr) & _mask(bits), np.uint8)
             result[name] = arr
             if arr.dtype == np.uint8:
                 self.prev[name] = arr

@@ -133,15 +133,35 @@ class SplitModel:
         result.outputs = {o["name"]: stores[self.device][o["name"]] for o in self.plan["model"]["outputs"]}
         return result
 
+    def stream(self, key_interval: int = 30) -> "SplitModel":
+        """Send every hop with inter-frame delta coding from now on (frames are the successive ``run`` calls)."""
+        self._streams = {}
+        self._key_interval = key_interval
+        return self
+
     def _send(self, hop: dict, stores, result: RunResult) -> None:
         wire = hop["wire"]
         t = time.perf_counter()
         bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
         entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"
-        payload = encode({w["name"]: stores[hop["from"]][w["name"]] for w in wire}, bits=bits, plan=self.fingerprint, entropy=entropy)
-        t_enc = time.perf_counter()
-        stores[hop["to"]].update(decode(payload, {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire},
-                                        plan=self.fingerprint))
+        tensors = {w["name"]: stores[hop["from"]][w["name"]] for w in wire}
+        expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
+        streams = getattr(self, "_streams", None)
+        if streams is not None:  # stateful pair per hop: (q_t - q_{t-1}) mod 2^bits, key frames, resync on loss
+            from splitc.runtimes.delta import DeltaDecoder, DeltaEncoder
+
+            key = (hop["tensor"], hop.get("link", 0), hop.get("direction"))
+            if key not in streams:
+                streams[key] = (DeltaEncoder(bits, self._key_interval, self.fingerprint, entropy=entropy),
+                                DeltaDecoder(expected, self.fingerprint))
+            encoder, decoder = streams[key]
+            payload = encoder.encode(tensors)
+            t_enc = time.perf_counter()
+            stores[hop["to"]].update(decoder.decode(payload))
+        else:
+            payload = encode(tensors, bits=bits, plan=self.fingerprint, entropy=entropy)
+            t_enc = time.perf_counter()
+            stores[hop["to"]].update(decode(payload, expected, plan=self.fingerprint))
         direction = hop.get("direction", "down" if hop["to"] == self.device else "up")
         result.link_bytes[hop.get("link", 0)][direction] += len(payload)
         result.seconds["encode"] = result.seconds.get("encode", 0.0) + t_enc - t
