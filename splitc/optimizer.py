@@ -107,6 +107,7 @@ class _Formulation:
 
         self.cg, k, n = cg, cg.k, len(cg.nodes)
         self._uses: dict = {}
+        self._limit_rows: dict = {}  # metric -> (its row, the expression's own constant)
         self.structured = on_input_output_paths(cg) and not cg.allow_return
         self.relax = relax and self.structured
         self.prob = pulp.LpProblem("splitc_partition", pulp.LpMinimize)
@@ -251,7 +252,7 @@ class _Formulation:
 
     def _set_limit(self, metric: str, bound: float | None) -> None:
         """Each limit is one row, added once; a solve sets its right-hand side (1e20: off)."""
-        rows = self.__dict__.setdefault("_limit_rows", {})
+        rows = self._limit_rows
         if metric not in rows:
             expr = _SCALE[metric] * self.metrics[metric]
             if not hasattr(expr, "constant"):  # a bare variable (the period, the memory peak)
@@ -264,7 +265,7 @@ class _Formulation:
         row.constant = own - (_OFF if bound is None else _SCALE[metric] * bound)
 
     def solve(self, objective: str, limits: dict[str, float], time_limit_s, solver) -> tuple[list[int], str, str, float]:
-        for metric in set(limits) | set(self.__dict__.get("_limit_rows", {})):
+        for metric in set(limits) | set(self._limit_rows):
             self._set_limit(metric, limits.get(metric))
         self.prob.setObjective(_SCALE[objective] * self.metrics[objective])
         label, status, gap = _run(self.prob, time_limit_s, solver)
