@@ -9,7 +9,6 @@ three-tier case chains rpi4 -[wifi]-> jetson-nano -[link]-> cloud.
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 

@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--link", default="4g")
     args = ap.parse_args()
-    print(f"| model | nodes | cut (tensors) | splitc ms | device-only ms | cloud-only ms | Neurosurgeon ms | compile s | fp32 parts max abs err |")
+    print("| model | nodes | cut (tensors) | splitc ms | device-only ms | cloud-only ms | Neurosurgeon ms | compile s | fp32 parts max abs err |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, shapes in SHAPES.items():
         path = SHARED / f"{name}.onnx"

@@ -152,15 +152,6 @@ def _live_intervals(cg: CostGraph) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
-def _live_matrix(cg: CostGraph) -> np.ndarray:
-    """live[i, t]: tensor t is held while node i runs, in the topological schedule."""
-    n = len(cg.nodes)
-    live = np.zeros((max(n, 1), len(cg.tensors)), dtype=bool)
-    for j, (start, end) in enumerate(zip(*_live_intervals(cg))):
-        live[start:end + 1, j] = True
-    return live
-
-
 def evaluate_many(cg: CostGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     """Price many placements at once. ``x``: (m, n) array of tier indices (0 = device).
 

@@ -16,10 +16,6 @@ def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
             yield from attr.value
 
 
-def has_subgraph(node: ir.Node) -> bool:
-    return any(True for _ in _subgraphs(node))
-
-
 def node_inputs(node: ir.Node) -> list[ir.Value]:
     """A node's inputs, including the outer-scope values its subgraphs (If/Loop/Scan) read.
 

@@ -4,7 +4,6 @@ against brute force (every placement priced by the shared evaluator) or the min-
 from __future__ import annotations
 
 import glob
-import math
 import os
 import random
 
