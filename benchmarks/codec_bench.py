@@ -44,9 +44,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from splitc import codecs as C  # noqa: E402
-from splitc.calibrate import augmented_crops, to_input  # noqa: E402
-from splitc.runtimes.codec import decode, encode  # noqa: E402
+from splitc.cost import quantizers as C  # noqa: E402
+from splitc.cost.calibrate import augmented_crops, to_input  # noqa: E402
+from splitc.runtimes.wire import decode, encode  # noqa: E402
 from splitc.runtimes.delta import DeltaDecoder, DeltaEncoder  # noqa: E402
 from splitc.runtimes.ort import session  # noqa: E402
 
@@ -92,7 +92,7 @@ def quant_graphs(tc: C.TensorCodec | None, shape: tuple[int, ...]):
                  helper.make_tensor("z", TensorProto.UINT8, cshape, tc.zero_point.ravel().tolist())]
         nodes, src = [], "x"
         dnodes, dinits = [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **axis)], inits[:2]
-        if tc.basis is not None:  # PCA: 1x1 Conv onto the k components / back (as splitc.passes.boundary emits)
+        if tc.basis is not None:  # PCA: 1x1 Conv onto the k components / back (as splitc.codegen.passes.boundary emits)
             b = tc.basis.astype(np.float32)
             inits += [onnx.numpy_helper.from_array(b[:, :, None, None], "pw"),
                       onnx.numpy_helper.from_array((-(b.astype(np.float64) @ tc.mean)).astype(np.float32), "pb")]

@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/partitioner_scale.py [--repeats 3]
 
-1. a 2,040-node transformer (splitc.zoo.transformer(60)): cost graph + exact solve + baselines (the
+1. a 2,040-node transformer (splitc.tools.zoo.transformer(60)): cost graph + exact solve + baselines (the
    whole partition pass), rpi4,cloud over 4g and a fast link;
-2. a 20,000-node synthetic DAG (splitc.synth.synthetic_dag): exact solve, two tiers, latency;
+2. a 20,000-node synthetic DAG (splitc.partition.synth.synthetic_dag): exact solve, two tiers, latency;
    the min-cut (networkx) on the same graph for comparison;
 3. light ResNet-50 under a device-memory limit and a deadline that both bind.
 Prints medians of --repeats runs and the machine load.
@@ -21,13 +21,13 @@ import time
 
 import onnx
 
-from splitc import zoo
-from splitc.baselines import baselines, solve_mincut
+from splitc.tools import zoo
+from splitc.partition.baselines import baselines, solve_mincut
 from splitc.compiler import annotate, import_model, resolve_targets
-from splitc.optimizer import Goal, solve
-from splitc.passes.partition import build_cost_graph
-from splitc.synth import synthetic_dag
-from splitc.targets import parse_links
+from splitc.partition.optimizer import Goal, solve
+from splitc.partition.passes.partition import build_cost_graph
+from splitc.partition.synth import synthetic_dag
+from splitc.cost.targets import parse_links
 
 
 def timed(fn, repeats):

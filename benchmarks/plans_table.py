@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from splitc import zoo
+from splitc.tools import zoo
 from splitc.compiler import CompileOptions, compile_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"

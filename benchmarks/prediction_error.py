@@ -40,11 +40,11 @@ import onnx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from splitc import zoo  # noqa: E402
+from splitc.tools import zoo  # noqa: E402
 from splitc.compiler import CompileOptions, annotate, compile_model, import_model  # noqa: E402
-from splitc.fit import profile_to_toml  # noqa: E402
-from splitc.profiler import Settings, feeds_for, make_session  # noqa: E402
-from splitc.targets import ClassFit, load_target  # noqa: E402
+from splitc.cost.fit import profile_to_toml  # noqa: E402
+from splitc.tools.profiler import Settings, feeds_for, make_session  # noqa: E402
+from splitc.cost.targets import ClassFit, load_target  # noqa: E402
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 SHARED = REPO.parent / "shared" / "models"
@@ -109,7 +109,7 @@ def scaled(profile, factor: float, name: str):
 
 def predict_whole(path: Path, shapes: dict, profile) -> float:
     model = annotate(import_model(path, shapes), (profile,))
-    from splitc import annotations as ann
+    from splitc.ir import metadata as ann
 
     return sum(ann.get(n, ann.LATENCY, ann.NodeLatency).on(profile.name) for n in model.graph)
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tvm_vs_ort.py [--threads 1] [--repeat 30] [--json]
 
-Compiles a bottlenet (splitc.zoo, 224x224; by default 64 channels wide and 3 convs deep so that
+Compiles a bottlenet (splitc.tools.zoo, 224x224; by default 64 channels wide and 3 convs deep so that
 untuned TVM finishes quickly) for rpi4,cloud over 4G, which cuts it at its bottleneck, with
 ``--emit onnx,tvm``. The head is compiled for this machine (``--device-target host``: an rpi4 library
 cannot run here) and the tail for the cloud target (``--cloud-target``, default llvm = x86-64-v3).
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnx
 
-    from splitc import zoo
+    from splitc.tools import zoo
     from splitc.compiler import CompileOptions, compile_model
     from splitc.runtimes.ort import SplitModel, session, synthetic_inputs
     from splitc.runtimes.tvm import TVMPart, compare_parts, records

@@ -1,6 +1,6 @@
 """Write the demo model: ``python examples/make_example.py OUT.onnx``.
 
-The model is ``splitc.zoo.bottlenet()``: a 224x224 camera classifier whose cheap stem squeezes
+The model is ``splitc.tools.zoo.bottlenet()``: a 224x224 camera classifier whose cheap stem squeezes
 the frame into a 12-channel 28x28 bottleneck before a heavy backbone. Over 4G, splitc runs the
 stem on a Raspberry Pi 4 and the backbone in the cloud. See examples/README.md.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from splitc import zoo
+from splitc.tools import zoo
 
 
 def main(argv: list[str] | None = None) -> int:

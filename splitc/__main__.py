@@ -1,3 +1,3 @@
-from splitc.cli import main
+from splitc.cli.main import main
 
 raise SystemExit(main())

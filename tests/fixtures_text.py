@@ -6,13 +6,14 @@ seeded random initializers so the numeric comparisons are reproducible.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.numpy_helper as nh
 import onnxruntime as ort
+
+from splitc.partition.problem import fixed
 
 # A Conv -> Relu -> Conv -> Relu -> Flatten -> Gemm classifier. Node names are fixed so the
 # golden expectations can name them; {ir} and {opset} are filled in by ``chain_model``.
@@ -98,18 +99,6 @@ def run_reference(model: onnx.ModelProto | Path | str, feeds: dict[str, np.ndarr
     return dict(zip(names, sess.run(names, feeds)))
 
 
-def fixed_policy(assign):
-    """A PartitionPass policy: ``assign(cost_graph) -> placement``, priced by the shared evaluator."""
-    from splitc.costgraph import evaluate
-    from splitc.optimizer import Solution
-
-    def policy(cg):
-        placement = tuple(int(p) for p in assign(cg))
-        return Solution(placement, evaluate(cg, placement), "forced", 0.0)
-
-    return policy
-
-
 def server_from(first_server_node: str):
     """Everything from ``first_server_node`` on (in cost-graph order) runs on the server."""
 
@@ -118,16 +107,10 @@ def server_from(first_server_node: str):
         k = names.index(first_server_node)
         return [0] * k + [1] * (len(names) - k)
 
-    return fixed_policy(assign)
+    return fixed(assign)
 
 
 def all_on(tier: int):
-    return fixed_policy(lambda cg: [tier] * len(cg.nodes))
+    return fixed(lambda cg: [tier] * len(cg.nodes))
 
 
-def patch_policy(monkeypatch, policy) -> None:
-    """Make ``splitc.compiler.compile_model`` partition with ``policy`` instead of the ILP."""
-    import splitc.compiler
-    from splitc.passes.partition import PartitionPass
-
-    monkeypatch.setattr(splitc.compiler, "PartitionPass", functools.partial(PartitionPass, policy=policy))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from splitc import bench
-from splitc.cli import main
+from splitc.tools import bench
+from splitc.cli.main import main
 from splitc.errors import SplitcError
 
 REPO = Path(__file__).absolute().parents[1]
@@ -169,32 +169,6 @@ def test_update_keeps_entries_outside_the_run(small_report):
     assert new["cases"]["other/rpi4,cloud/3g"]["predicted_s"] == 2.0
     assert new["cases"]["chain/rpi4,cloud/4g"]["predicted_s"] == by_key(small_report)["chain/rpi4,cloud/4g"]["predicted_s"]
     assert "solve_s" not in new["cases"]["chain/rpi4,cloud/4g"]  # timings vary run to run: not in the committed file
-
-
-def test_three_tier_cases_skip_with_the_reason_while_the_build_refuses_them(monkeypatch):
-    import splitc.compiler
-
-    real = splitc.compiler.compile_model
-
-    def two_tiers_only(path, out, options, **kw):
-        if options.target.count(",") > 1:
-            raise SplitcError(f"--target '{options.target}': give two tiers")
-        return real(path, out, options, **kw)
-
-    monkeypatch.setattr(splitc.compiler, "compile_model", two_tiers_only)
-    cases = [c for c in bench.suite(model_patterns=["chain"], links=["4g"])]
-    report = bench.run_suite(cases)
-    got = {r["targets"]: r for r in report["cases"]}
-    assert got["rpi4,jetson-nano,cloud"]["status"] == "skipped"
-    assert got["rpi4,jetson-nano,cloud"]["reason"] == "three tiers not supported by this build"
-    assert "give two tiers" in got["rpi4,jetson-nano,cloud"]["detail"]
-    assert got["rpi4,cloud"]["status"] == got["jetson-nano,cloud"]["status"] == "ok"
-    assert "three tiers not supported by this build" in bench.markdown(report)
-    # a skipped case is not a failure, and when the build learns three tiers it is a new case, not a regression
-    baseline = bench.updated_baseline(report, None, [c.key for c in cases])
-    assert baseline["cases"]["chain/rpi4,jetson-nano,cloud/wifi,4g"] == {"status": "skipped",
-                                                                          "reason": "three tiers not supported by this build"}
-    assert bench.check(report, baseline).ok
 
 
 def test_cli_update_then_check_then_fail_on_a_perturbed_baseline(tmp_path, capsys):

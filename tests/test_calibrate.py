@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import save_model
 
-from splitc import codecs as C
-from splitc import zoo
-from splitc.calibrate import CODECS, _probe_model, calibrate_codecs, candidates, load_samples
+from splitc.cost import quantizers as C
+from splitc.tools import zoo
+from splitc.ir.metadata import CODECS
+from splitc.cost.calibrate import _probe_model, calibrate_codecs, candidates, load_samples
 from splitc.compiler import CompileOptions, annotate, compile_model, import_model, resolve_targets
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import session
@@ -53,7 +54,7 @@ def test_auto_meets_the_per_tensor_budget_on_calibration_data(tmp_path):
 
 
 def _with_outputs(model, names):
-    from splitc.calibrate import _with_outputs as w
+    from splitc.cost.calibrate import _with_outputs as w
 
     return w(model, names).SerializeToString()
 

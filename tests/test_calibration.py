@@ -13,9 +13,9 @@ import onnx
 import pytest
 from conftest import SHARED_MODELS, save_model
 
-from splitc import zoo
+from splitc.tools import zoo
 from splitc.compiler import CompileOptions, compile_model
-from splitc.targets import OP_CLASSES, load_target
+from splitc.cost.targets import OP_CLASSES, load_target
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 PEAK_FLOPS = 4 * 1.5e9 * 8  # 4 Cortex-A72 cores x 1.5 GHz x 2 NEON FMA (4 fp32 lanes) per cycle = 48 GFLOP/s

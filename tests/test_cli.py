@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from splitc.cli import EXIT_INTERNAL, main
+from splitc.cli.main import EXIT_INTERNAL, main
 
 RUN_ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
@@ -219,7 +219,7 @@ def test_inspect_and_targets(tmp_path, capsys):
 
 
 def bottlenet_file(tmp_path):
-    from splitc import zoo
+    from splitc.tools import zoo
 
     path = tmp_path / "bottlenet.onnx"
     onnx.save(zoo.bottlenet(), path)

@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitc.runtimes.codec import MAGIC, VERSION, CodecError, decode, encode, read_header
+from splitc.runtimes.wire import MAGIC, VERSION, CodecError, decode, encode, read_header
 
 PREFIX = struct.Struct("<4sBI")
 

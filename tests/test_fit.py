@@ -1,4 +1,4 @@
-"""Fitting per-class latency models (splitc/fit.py), the [fit.<class>] profile tables and their validation."""
+"""Fitting per-class latency models (splitc/cost/fit.py), the [fit.<class>] profile tables and their validation."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from splitc import annotations as ann
+from splitc.ir import metadata as ann
 from splitc.compiler import annotate, import_model
 from splitc.errors import SplitcError
-from splitc.fit import (
+from splitc.cost.fit import (
     MIN_SAMPLES,
     NodeFeatures,
     build_profile,
@@ -22,7 +22,7 @@ from splitc.fit import (
     node_features,
     profile_to_toml,
 )
-from splitc.targets import OP_CLASSES, ClassFit, DeviceProfile, load_target, parse_profile
+from splitc.cost.targets import OP_CLASSES, ClassFit, DeviceProfile, load_target, parse_profile
 
 # --------------------------------------------------------------------------------------------- NNLS
 
@@ -171,7 +171,7 @@ def test_profile_latency_uses_the_fit_and_the_kernel_size():
 
 
 def test_latency_pass_costs_1x1_and_kxk_convolutions_apart(tmp_path):
-    from splitc import zoo
+    from splitc.tools import zoo
 
     path = tmp_path / "m.onnx"
     import onnx
@@ -263,7 +263,7 @@ def test_cli_rejects_a_bad_profile_file_in_one_line(tmp_path):
     bad.write_text(text)
     import onnx
 
-    from splitc import zoo
+    from splitc.tools import zoo
 
     model = tmp_path / "chain.onnx"
     onnx.save(zoo.chain(), str(model))

@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcError
-from splitc.frontend import parse_input_shapes
+from splitc.frontend.load import parse_input_shapes
 from splitc.runtimes import SplitModel
 from splitc.runtimes.ort import session, synthetic_inputs
 

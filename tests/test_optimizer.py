@@ -7,9 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitc.costgraph import CNode, CostGraph, CTensor, evaluate, evaluate_many
-from splitc.optimizer import baselines, brute_force, solve_ilp, solve_mincut
-from splitc.targets import Link
+from splitc.partition.costgraph import CNode, CostGraph, CTensor, evaluate, evaluate_many
+from splitc.partition.baselines import baselines, brute_force, solve_mincut
+from splitc.partition.optimizer import solve_ilp
+from splitc.cost.targets import Link
 
 REL = 1e-9
 

@@ -13,19 +13,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures_text import fixed_policy, patch_policy
-from splitc import zoo
-from splitc.baselines import brute_force, solve_mincut
+from splitc.partition.problem import fixed
+from splitc.tools import zoo
+from splitc.partition.baselines import brute_force, solve_mincut
 from splitc.compiler import CompileOptions, annotate, compile_model, import_model, resolve_targets
-from splitc.costgraph import CNode, CostGraph, CTensor, CWeight, evaluate
+from splitc.partition.costgraph import CNode, CostGraph, CTensor, CWeight, evaluate
 from splitc.errors import SplitcError
-from splitc.optimizer import Goal, Infeasible, solve
-from splitc.passes.partition import build_cost_graph
-from splitc.plan import recompute_total
+from splitc.partition.optimizer import Goal, Infeasible, solve
+from splitc.partition.passes.partition import build_cost_graph
+from splitc.codegen.plan import recompute_total
 from splitc.runtimes import SplitModel
 from splitc.runtimes.ort import session, synthetic_inputs
-from splitc.sweep import _at, sweep_bandwidth
-from splitc.targets import Link, parse_link, parse_links
+from splitc.partition.sweep import _at, sweep_bandwidth
+from splitc.cost.targets import Link, parse_link, parse_links
 
 RADIO = parse_link("wifi").radio
 
@@ -77,7 +77,7 @@ def test_each_limit_matches_brute_force(seed, n, k, limit, objective, quantile):
     cg = random_graph(seed, n, k)
     # a bound somewhere inside the range the placements span, so it binds sometimes
     x = (np.arange(k ** n)[:, None] // k ** np.arange(n)) % k
-    from splitc.costgraph import evaluate_many
+    from splitc.partition.costgraph import evaluate_many
 
     r = evaluate_many(cg, x)
     values = {"deadline_s": r["total"], "max_energy_j": r["energy"], "max_device_memory": r["memory"],
@@ -191,8 +191,8 @@ def test_three_tiers_end_to_end(tmp_path, monkeypatch):
         n = len(cg.nodes)
         return [0] * (n // 3) + [1] * (n // 3) + [2] * (n - 2 * (n // 3))
 
-    patch_policy(monkeypatch, fixed_policy(assign))
-    result = compile_model(path, tmp_path / "out", CompileOptions(target="rpi4,jetson-nano,cloud", link="wifi,4g", boundary="fp32"))
+    result = compile_model(path, tmp_path / "out", CompileOptions(target="rpi4,jetson-nano,cloud", link="wifi,4g", boundary="fp32"),
+                           policy=fixed(assign))
     plan = result.plan
     assert [s["target"] for s in plan["stages"]] == ["rpi4", "jetson-nano", "cloud"]
     assert {b["link"] for b in plan["boundary"]} == {0, 1}
@@ -214,8 +214,7 @@ def test_return_flow_end_to_end(tmp_path, monkeypatch):
         n = len(cg.nodes)
         return [0] * 2 + [1] * (n - 4) + [0] * 2
 
-    patch_policy(monkeypatch, fixed_policy(assign))
-    result = compile_model(path, tmp_path / "out", CompileOptions(link="wifi", allow_return=True))
+    result = compile_model(path, tmp_path / "out", CompileOptions(link="wifi", allow_return=True), policy=fixed(assign))
     stages = result.plan["stages"]
     assert [s["target"] for s in stages] == ["rpi4", "cloud", "rpi4"]
     assert {b["direction"] for b in result.plan["boundary"]} == {"up", "down"}
@@ -249,7 +248,7 @@ def test_compile_options_end_to_end(tmp_path):
 
 
 def test_coarsening_shrinks_real_graphs_and_keeps_the_optimum():
-    from splitc.coarsen import coarsen
+    from splitc.partition.coarsen import coarsen
 
     path = LIGHT[[os.path.basename(p) for p in LIGHT].index("light_resnet50.onnx")]
     targets = resolve_targets("rpi4,cloud")
@@ -264,7 +263,7 @@ def test_coarsening_shrinks_real_graphs_and_keeps_the_optimum():
 
 
 def test_time_limit_reports_status_and_gap():
-    from splitc.synth import synthetic_dag
+    from splitc.partition.synth import synthetic_dag
 
     cg = synthetic_dag(3000, seed=1)
     fastest = solve(cg).cost.total_s

@@ -10,28 +10,31 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from splitc import annotations as ann
+from splitc.ir import metadata as ann
+from splitc.cost.passes.tensor_bytes import TensorBytesPass
 from splitc.compiler import CompileOptions, annotate, compile_model, import_model, resolve_targets
 from splitc.errors import SplitcError, SplitcWarning
-from splitc.graphutil import node_inputs, top_level_consumers
-from splitc.passes.fix_input_shapes import FixInputShapesPass
-from splitc.passes.flops import FlopsPass
-from splitc.passes.infer_shapes import InferShapesPass
-from splitc.passes.latency import LatencyPass
-from splitc.passes.partition import build_cost_graph
-from splitc.passes.replicable import is_replicable
-from splitc.targets import parse_link
+from splitc.ir.graph import node_inputs
+from splitc.frontend.passes.fix_input_shapes import FixInputShapesPass
+from splitc.cost.passes.flops import FlopsPass
+from splitc.frontend.passes.infer_shapes import InferShapesPass
+from splitc.cost.passes.latency import LatencyPass
+from splitc.partition.passes.partition import build_cost_graph
+from splitc.frontend.passes.replicable import is_replicable
+from splitc.cost.targets import parse_link
 
 try:
-    from fixtures_text import IF_MODEL, chain_model, model_proto, patch_policy, run_reference, save, server_from
+    from fixtures_text import IF_MODEL, chain_model, model_proto, run_reference, save, server_from
 except ImportError:  # tests/ imported as a package
-    from tests.fixtures_text import IF_MODEL, chain_model, model_proto, patch_policy, run_reference, save, server_from
+    from tests.fixtures_text import IF_MODEL, chain_model, model_proto, run_reference, save, server_from
 
 TARGETS = resolve_targets("rpi4,cloud")
 
 
 def imported(tmp_path, proto, shapes=None, name="m.onnx") -> ir.Model:
-    return import_model(save(proto, tmp_path / name), shapes)
+    """The IMPORT stage, then the bytes of every tensor (the first ANNOTATE pass)."""
+    model = import_model(save(proto, tmp_path / name), shapes)
+    return TensorBytesPass(name)(model).model
 
 
 def by_name(model: ir.Model) -> dict[str, ir.Node]:
@@ -465,7 +468,7 @@ def test_latency_equals_profile(tmp_path):
 
 
 def _profile(name: str, conv: float, memory: float, overhead: float):
-    from splitc.targets import OP_CLASSES, parse_profile
+    from splitc.cost.targets import OP_CLASSES, parse_profile
 
     compute = {c: 1e9 for c in OP_CLASSES} | {"conv": conv, "memory_bytes_per_s": memory, "op_overhead_s": overhead}
     return parse_profile({"name": name, "compute": compute, "codec": {"encode_bytes_per_s": 1e9, "decode_bytes_per_s": 1e9}}, name)
@@ -499,8 +502,8 @@ def test_if_node_inputs_include_outer_scope_values():
     nodes = by_name(model)
     assert [v.name for v in nodes["cond"].inputs] == ["c"]
     assert sorted(v.name for v in node_inputs(nodes["cond"])) == ["a", "b", "c"]
-    a = nodes["relu"].outputs[0]
-    assert {n.name for n in top_level_consumers(a, model.graph)} == {"sig", "cond"}
+    a = nodes["relu"].outputs[0]  # read inside the If's body: the If is one of its top-level consumers
+    assert {n.name for n in model.graph if a in node_inputs(n)} == {"sig", "cond"}
 
 
 def test_if_model_splits_only_around_the_if(tmp_path, monkeypatch):
@@ -516,9 +519,8 @@ def test_if_model_splits_only_around_the_if(tmp_path, monkeypatch):
     readers = {t.name: [cg.nodes[c].name for c in t.consumers] for t in cg.tensors}
     assert readers["a"] == ["sig", "cond"] and readers["b"] == ["cond"] and readers["c"] == ["cond"]
 
-    patch_policy(monkeypatch, server_from("cond"))
     with pytest.warns(SplitcWarning):
-        result = compile_model(path, tmp_path / "out", CompileOptions(boundary="fp32"))
+        result = compile_model(path, tmp_path / "out", CompileOptions(boundary="fp32"), policy=server_from("cond"))
     assert result.plan["cut"] == ["a", "b", "c"]
     head, tail = result.split.parts[0], result.split.parts[1]
     assert [n.name for n in head.graph] == ["relu", "sig"]

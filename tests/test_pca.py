@@ -9,8 +9,8 @@ import onnx
 import pytest
 from conftest import save_model
 
-from splitc import codecs as C
-from splitc import zoo
+from splitc.cost import quantizers as C
+from splitc.tools import zoo
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import SplitModel, session

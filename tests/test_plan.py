@@ -12,7 +12,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from splitc.compiler import CompileOptions, compile_model
-from splitc.plan import recompute_total
+from splitc.codegen.plan import recompute_total
 
 
 def residual_model(path):

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from splitc import zoo
+from splitc.tools import zoo
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcError
-from splitc.profiler import Settings, map_kernels, measure_calibration, measure_model, measure_profiler_bias, profile_device
-from splitc.targets import load_target
+from splitc.tools.profiler import Settings, map_kernels, measure_calibration, measure_model, measure_profiler_bias, profile_device
+from splitc.cost.targets import load_target
 
 FAST = Settings(optimization="all", threads=1, warmup=1, runs=3)
 RUN_ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}

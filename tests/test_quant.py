@@ -11,11 +11,11 @@ from conftest import run_split, save_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitc import codecs as C
-from splitc import zoo
-from splitc.cli import main
+from splitc.cost import quantizers as C
+from splitc.tools import zoo
+from splitc.cli.main import main
 from splitc.errors import SplitcError
-from splitc.runtimes.codec import CodecError, decode, encode, pack_bits, packed_size, unpack_bits
+from splitc.runtimes.wire import CodecError, decode, encode, pack_bits, packed_size, unpack_bits
 from splitc.runtimes.delta import DeltaDecoder, DeltaEncoder, StreamGap
 
 

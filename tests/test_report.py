@@ -19,10 +19,10 @@ import onnx
 import pytest
 from PIL import Image
 
-from splitc import zoo
-from splitc.cli import main
+from splitc.tools import zoo
+from splitc.cli.main import main
 from splitc.compiler import CompileOptions, compile_model
-from splitc.report import CROSS, FILES, GRAPH_PNG, HTML, LAYERS_PNG, TIER_COLOURS, write_report
+from splitc.codegen.report import CROSS, FILES, GRAPH_PNG, HTML, LAYERS_PNG, TIER_COLOURS, write_report
 
 DEVICE, CLOUD = TIER_COLOURS[0], TIER_COLOURS[1]
 

@@ -45,7 +45,7 @@ def test_runtime_runs_without_compiler_dependencies(tmp_path):
         from splitc.runtimes.ort import synthetic_inputs
         m = SplitModel({str(out)!r})
         res = m.run(synthetic_inputs(m.inputs))
-        from splitc.cli import main
+        from splitc.cli.main import main
         code = main(["run", {str(out)!r}, "--json"])
         assert code == 0, code
         print(json.dumps({{"shape": list(res.outputs["y"].shape), "loaded": sorted(k for k in __import__("sys").modules if k.split(".")[0] in ("onnx", "onnx_ir", "pulp", "networkx", "rich"))}}))

@@ -8,16 +8,17 @@ import onnx_ir as ir
 import pytest
 
 from splitc.compiler import CompileOptions, annotate, compile_model, import_model, resolve_targets
-from splitc.passes.partition import PARTITION, PartitionPass
-from splitc.passes.split import PARTS, SplitPass
+from splitc.ir.metadata import PARTITION, PARTS
+from splitc.partition.passes.partition import PartitionPass
+from splitc.codegen.passes.split import SplitPass
 from splitc.runtimes import SplitModel
-from splitc.targets import parse_link
+from splitc.cost.targets import parse_link
 
 try:
-    from fixtures_text import (RESIDUAL, RESIDUAL_WEIGHTS, all_on, chain_model, model_proto, patch_policy, run_reference,
+    from fixtures_text import (RESIDUAL, RESIDUAL_WEIGHTS, all_on, chain_model, model_proto, run_reference,
                                save, server_from, weights)
 except ImportError:  # tests/ imported as a package
-    from tests.fixtures_text import (RESIDUAL, RESIDUAL_WEIGHTS, all_on, chain_model, model_proto, patch_policy,
+    from tests.fixtures_text import (RESIDUAL, RESIDUAL_WEIGHTS, all_on, chain_model, model_proto,
                                      run_reference, save, server_from, weights)
 
 TARGETS = resolve_targets("rpi4,cloud")
@@ -38,9 +39,8 @@ def split_in_memory(proto: onnx.ModelProto, tmp_path, policy, boundary="int8"):
 
 
 def compiled(proto, tmp_path, monkeypatch, policy, boundary="int8", name="out"):
-    patch_policy(monkeypatch, policy)
     path = save(proto, tmp_path / "model.onnx")
-    result = compile_model(path, tmp_path / name, CompileOptions(boundary=boundary))
+    result = compile_model(path, tmp_path / name, CompileOptions(boundary=boundary), policy=policy)
     parts = {p.stem: onnx.load(str(p)) for p in sorted((tmp_path / name).glob("*.onnx"))}
     for part in parts.values():
         onnx.checker.check_model(part, full_check=True)

@@ -25,11 +25,11 @@ import onnx
 import pytest
 from conftest import REPO, save_model
 
-from splitc import zoo
-from splitc.cli import main
+from splitc.tools import zoo
+from splitc.cli.main import main
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcError
-from splitc.runtimes.codec import decode
+from splitc.runtimes.wire import decode
 from splitc.runtimes.ort import SplitModel, session, synthetic_inputs
 from splitc.runtimes.tvm import compare_parts
 
@@ -270,10 +270,12 @@ def test_tvm_options_are_checked_before_compiling(tmp_path, monkeypatch):
         compile_model(model, out, CompileOptions(target=f"{profile},cloud", link=FAST_LINK, emit="onnx,tvm"))
     assert not out.exists()
 
-    import splitc.tvm_codegen as codegen
+    import platform
+
+    import splitc.codegen.tvm as codegen
 
     with monkeypatch.context() as m:  # an x86 machine without the aarch64 toolchain
-        m.setattr(codegen.platform, "machine", lambda: "x86_64")
+        m.setattr(platform, "machine", lambda: "x86_64")
         m.setattr(codegen.shutil, "which", lambda _cmd: None)
         with pytest.raises(SplitcError, match="cross toolchain 'aarch64-linux-gnu-g\\+\\+' is not installed: apt-get install g\\+\\+-aarch64-linux-gnu"):
             compile_(emit="onnx,tvm")
@@ -295,7 +297,7 @@ BLOCK_TVM = textwrap.dedent(
             if name.split(".")[0] == "tvm":
                 raise ImportError(f"No module named {name!r}")
     sys.meta_path.insert(0, Block())
-    from splitc.cli import main
+    from splitc.cli.main import main
     raise SystemExit(main(sys.argv[1:]))
     """
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitc.runtimes.codec import CodecError, decode, encode
+from splitc.runtimes.wire import CodecError, decode, encode
 
 
 class StreamGap(CodecError):

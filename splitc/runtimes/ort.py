@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.errors import SplitcError
-from splitc.runtimes.codec import decode, encode, plan_fingerprint
+from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -35,7 +35,7 @@ def synthetic_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
-        dtype = np.dtype(_NP.get(spec["dtype"], spec["dtype"]))
+        dtype = numpy_dtype(spec["dtype"])
         shape = tuple(spec["shape"])
         if np.issubdtype(dtype, np.floating):
             feeds[spec["name"]] = rng.standard_normal(shape).astype(dtype)
@@ -45,6 +45,11 @@ def synthetic_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
 
 
 _NP = {"float": "float32", "double": "float64", "float16": "float16", "bool": "bool"}
+
+
+def numpy_dtype(name) -> np.dtype:
+    """The numpy dtype of a plan's dtype name (ONNX's "float", "double", ... or numpy's "int64", ...)."""
+    return np.dtype(_NP.get(name, name)) if isinstance(name, str) else np.dtype(name)
 
 
 @dataclass

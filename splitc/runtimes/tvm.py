@@ -27,7 +27,7 @@ import numpy as np
 from splitc.errors import SplitcError
 
 ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
-_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}  # what platform.machine() or a triple may say -> our name
 
 
 def elf_arch(path: str | Path) -> str | None:
@@ -41,16 +41,27 @@ def elf_arch(path: str | Path) -> str | None:
     return ELF_MACHINES.get(machine, f"e_machine {machine}")
 
 
+def arch_name(machine: str) -> str:
+    machine = machine.lower()
+    return ARCH_ALIASES.get(machine, machine)
+
+
 def host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCH.get(machine, machine)
+    return arch_name(platform.machine())
 
 
-def import_tvm():
+TVM_INSTALL = "pip install 'splitc[tvm]'"
+
+
+def import_tvm(what: str = "--runtime tvm", frontend: bool = False):
+    """Apache TVM, or a one-line error naming ``what`` needed it; ``frontend``: also its ONNX importer (compiling)."""
     try:
         import tvm  # noqa: PLC0415
+
+        if frontend:
+            from tvm.relax.frontend.onnx import from_onnx  # noqa: F401, PLC0415
     except ImportError as e:
-        raise SplitcError(f"--runtime tvm needs Apache TVM 0.27 ({e}): pip install 'splitc[tvm]'") from None
+        raise SplitcError(f"{what} needs Apache TVM 0.27 ({e}): {TVM_INSTALL}") from None
     return tvm
 
 
