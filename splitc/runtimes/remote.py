@@ -1,0 +1,270 @@
+"""The device side of a split across a network: head here, server stages behind an OIP v2 server (splitc serve).
+
+``RemoteSplitModel(out, url)`` runs the device stages in onnxruntime, posts each boundary payload as one UINT8
+tensor with the OIP binary data extension (``tritonclient[http]``: ``pip install 'splitc[remote]'``), over a
+kept-alive connection per thread, and decodes the answer. No frame is lost: when the server refuses, times
+out, answers 5xx or rejects the payload (another plan's fingerprint), that frame is computed locally in full
+(the device keeps every part of the plan for this) and counted by failure class; the server is tried again
+after a back-off that doubles up to ``backoff[1]`` and resets on the first success.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from splitc.errors import SplitcError
+from splitc.runtimes.ort import RunResult, SplitModel
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, decode_hop, encode_hop
+
+INSTALL = "the remote client needs tritonclient: pip install 'splitc[remote]'"
+
+
+def _tritonclient():
+    try:
+        import tritonclient.http as http
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        raise SplitcError(INSTALL) from None
+    return http, InferenceServerException
+
+
+class RemoteFailure(Exception):
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def classify(err: BaseException, status: str | None = None) -> RemoteFailure:
+    """One failure class per cause the client reports: refused, timeout, network, unauthorized, too large,
+    rejected (4xx: another plan, a corrupt payload), server error (5xx)."""
+    if isinstance(err, RemoteFailure):
+        return err
+    reason = (str(err).splitlines() or [type(err).__name__])[0][:300]
+    if status and status.isdigit():
+        code = int(status)
+        kind = {401: "unauthorized", 404: "unknown model", 413: "too large"}.get(code)
+        kind = kind or ("server error" if code >= 500 else "rejected")
+        return RemoteFailure(kind, f"HTTP {code}: {reason}")
+    if isinstance(err, ConnectionRefusedError):
+        return RemoteFailure("refused", reason)
+    if isinstance(err, TimeoutError) or "timeout" in type(err).__name__.lower() or "timed out" in reason:
+        return RemoteFailure("timeout", reason or "timed out")
+    return RemoteFailure("network", f"{type(err).__name__}: {reason}")
+
+
+@dataclass
+class RemoteStats:
+    remote: int = 0  # frames whose server stages ran on the server
+    local: int = 0  # frames computed locally in full (fallback)
+    failures: Counter = field(default_factory=Counter)  # failure class -> frames
+    first: dict[str, str] = field(default_factory=dict)  # failure class -> its first reason
+    round_trip_s: list[float] = field(default_factory=list)  # per remote frame: request sent -> answer read
+    server_s: list[float] = field(default_factory=list)  # per remote frame: decode + compute + encode on the server
+    fallback_s: list[float] = field(default_factory=list)  # per local frame: its full local computation
+
+    def lines(self) -> list[str]:
+        out = [f"{self.remote} frame(s) via the server, {self.local} computed locally, 0 lost"]
+        for kind, n in self.failures.most_common():
+            out.append(f"{kind}: {n} frame(s) computed locally (first: {self.first[kind]})")
+        return out
+
+
+class RemoteSplitModel:
+    """``SplitModel`` whose server stages run behind ``url`` (``http(s)://host:port``)."""
+
+    def __init__(self, out_dir: str | Path, url: str, *, timeout: float = 2.0, token: str | None = None,
+                 ca: str | None = None, backoff: tuple[float, float] = (0.25, 8.0), inflight: int = 4,
+                 optimization: str = "all", threads: int = 0, local: SplitModel | None = None):
+        self.local = local or SplitModel(out_dir, optimization=optimization, threads=threads)
+        self.plan = self.local.plan
+        self.segment = Segment(self.plan)
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SplitcError(f"--remote {url!r}: give http://HOST:PORT or https://HOST:PORT")
+        self.url, self.https, self.ca = url, parts.scheme == "https", ca
+        self.hostport = f"{parts.hostname}:{parts.port or (443 if self.https else 80)}"
+        self.timeout = float(timeout)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.backoff = backoff
+        self._delay, self._retry_at = backoff[0], 0.0
+        self.stats = RemoteStats()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.inflight = max(1, inflight)
+        self._pool: ThreadPoolExecutor | None = None
+        _tritonclient()  # fail now, in one line, when the extra is missing
+
+    # ---------------------------------------------------------------- connection (one kept-alive client per thread)
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            http, _ = _tritonclient()
+            client = http.InferenceServerClient(self.hostport, connection_timeout=self.timeout, network_timeout=self.timeout,
+                                                ssl=self.https, ssl_options={"ca_certs": self.ca} if self.ca else None)
+            self._local.client = client
+        return client
+
+    def _drop_client(self) -> None:
+        client = getattr(self._local, "client", None)
+        self._local.client = None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    # ---------------------------------------------------------------- one frame
+    def run(self, feeds: dict[str, np.ndarray]) -> RunResult:
+        return self._finish(feeds, self._start(feeds, threaded=False))
+
+    def stream(self, frames, inflight: int | None = None):
+        """Results of ``frames`` in order, with up to ``inflight`` frames' requests in flight while the device
+        computes the next heads (bounded queue: the producer waits for the oldest answer)."""
+        k = inflight or self.inflight
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="splitc-remote")
+        pending: deque = deque()
+        for feeds in frames:
+            pending.append((feeds, self._start(feeds, threaded=True)))
+            if len(pending) >= k:
+                yield self._finish(*pending.popleft())
+        while pending:
+            yield self._finish(*pending.popleft())
+
+    def _start(self, feeds, threaded: bool):
+        """Run the device stages before the server's and send (or, when backing off, mark the frame local)."""
+        if not self.segment.remote or time.monotonic() < self._retry_at:
+            return None
+        result = RunResult({}, link_bytes=[{"up": 0, "down": 0} for _ in self.plan["links"]])
+        stores = {t: {} for t in self.local.targets}
+        stores[self.segment.device].update(feeds)
+        after = self._device_stages(stores, result, before=True)
+        t = time.perf_counter()
+        payloads = {hop["tensor"]: encode_hop(hop, stores[hop["from"]], self.segment.fingerprint) for hop in self.segment.up}
+        result.seconds["encode"] = time.perf_counter() - t
+        result.bytes_up = result.link_bytes[0]["up"] = sum(map(len, payloads.values()))
+        if threaded:
+            future = self._pool.submit(self._post, payloads)
+        else:
+            future = _Done(self._post, payloads)
+        return stores, result, after, future
+
+    def _finish(self, feeds, started) -> RunResult:
+        if started is None:
+            return self._fallback(feeds, "backing off" if self.segment.remote else None)
+        stores, result, after, future = started
+        try:
+            answers, server, rtt = future.result()
+            t = time.perf_counter()
+            for hop in self.segment.down:
+                if hop["tensor"] not in answers:
+                    raise RemoteFailure("rejected", f"answer lacks {hop['tensor']}{PAYLOAD_SUFFIX}")
+                stores[self.segment.device].update(decode_hop(hop, answers[hop["tensor"]], self.segment.fingerprint))
+            result.seconds["decode"] = time.perf_counter() - t
+        except Exception as err:  # noqa: BLE001 - any failure of the remote path: this frame is computed here
+            return self._fallback(feeds, classify(err))
+        result.bytes_down = result.link_bytes[0]["down"] = sum(len(answers[h["tensor"]]) for h in self.segment.down)
+        result.seconds["round_trip"], result.seconds["server"] = rtt, sum(server.values())
+        self._device_stages(stores, result, before=False, start=after)
+        result.outputs = {o["name"]: stores[self.segment.device][o["name"]] for o in self.plan["model"]["outputs"]}
+        with self._lock:
+            self.stats.remote += 1
+            self.stats.round_trip_s.append(rtt)
+            self.stats.server_s.append(result.seconds["server"])
+            self._delay, self._retry_at = self.backoff[0], 0.0
+        return result
+
+    def _device_stages(self, stores, result: RunResult, before: bool, start: int = 0) -> int:
+        """Run the device stages before the server's (``before``) or from ``start`` on; returns where it stopped."""
+        stages = self.plan["stages"]
+        i = start
+        while i < len(stages):
+            stage = stages[i]
+            if stage["target"] != self.segment.device:
+                if before:
+                    return i + len(self.segment.stages)
+                i += 1
+                continue
+            sess = self.local.sessions.get(stage["index"])
+            if sess is not None:
+                t = time.perf_counter()
+                store = stores[stage["target"]]
+                names = [o.name for o in sess.get_outputs()]
+                store.update(zip(names, sess.run(names, {x.name: store[x.name] for x in sess.get_inputs()})))
+                key = f"stage{stage['index']}_{stage['target']}"
+                result.seconds[key] = result.seconds.get(key, 0.0) + time.perf_counter() - t
+            i += 1
+        return i
+
+    def _post(self, payloads: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, float], float]:
+        http, InferenceServerException = _tritonclient()
+        inputs = []
+        for tensor, payload in payloads.items():
+            x = http.InferInput(tensor + PAYLOAD_SUFFIX, [len(payload)], "UINT8")
+            x.set_data_from_numpy(np.frombuffer(payload, np.uint8), binary_data=True)
+            inputs.append(x)
+        outputs = [http.InferRequestedOutput(h["tensor"] + PAYLOAD_SUFFIX, binary_data=True) for h in self.segment.down]
+        t = time.perf_counter()
+        try:
+            response = self._client().infer(self.segment.name, inputs, outputs=outputs, headers=self.headers)
+        except InferenceServerException as err:
+            if not (err.status() or "").isdigit():
+                self._drop_client()
+            raise classify(err, err.status()) from None
+        except Exception as err:  # noqa: BLE001 - socket, gevent and SSL errors: reconnect next time
+            self._drop_client()
+            raise classify(err) from None
+        rtt = time.perf_counter() - t
+        answers = {}
+        for hop in self.segment.down:
+            arr = response.as_numpy(hop["tensor"] + PAYLOAD_SUFFIX)
+            if arr is not None:
+                answers[hop["tensor"]] = np.ascontiguousarray(arr, np.uint8).tobytes()
+        params = (response.get_response() or {}).get("parameters") or {}
+        server = {k: float(v) for k, v in params.items() if k.endswith("_s") and isinstance(v, (int, float))}
+        return answers, server, rtt
+
+    def _fallback(self, feeds, failure: RemoteFailure | str | None) -> RunResult:
+        t = time.perf_counter()
+        result = self.local.run(feeds)
+        with self._lock:
+            self.stats.local += 1
+            self.stats.fallback_s.append(time.perf_counter() - t)
+            if isinstance(failure, RemoteFailure):
+                self.stats.failures[failure.kind] += 1
+                self.stats.first.setdefault(failure.kind, failure.reason)
+                self._retry_at = time.monotonic() + self._delay
+                self._delay = min(self._delay * 2, self.backoff[1])
+            elif failure:
+                self.stats.failures[failure] += 1
+                self.stats.first.setdefault(failure, f"server not retried until {self._delay:g} s after a failure")
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._drop_client()
+
+
+class _Done:
+    """A call made now, in this thread, behind the interface of a future."""
+
+    def __init__(self, fn, *args):
+        try:
+            self._value, self._error = fn(*args), None
+        except Exception as err:  # noqa: BLE001 - re-raised by result()
+            self._value, self._error = None, err
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value

@@ -1,0 +1,107 @@
+"""The part of a plan that runs off the device, as one request: what the device sends, what comes back.
+
+A plan's stages run in order; the stages not on the device (the first target) must form one contiguous run,
+the *remote segment*: the device sends the hops that leave it before the segment (one wire payload per
+boundary tensor), the server runs every remote stage (hops between server tiers stay in its memory) and answers
+with the hops that come back to the device. Shared by the device client (splitc/runtimes/remote.py) and the
+server (splitc/serving/), so both sides agree on names and sizes from their own copy of plan.json.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from splitc.errors import SplitcError
+from splitc.runtimes.wire import decode, encode, plan_fingerprint
+
+PAYLOAD_SUFFIX = ".splc"  # an OIP tensor carrying one hop's wire payload (UINT8, binary data extension)
+_OIP = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int8": "INT8", "int16": "INT16",
+        "int32": "INT32", "int64": "INT64", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL"}
+_ITEMSIZE = {"bool": 1}
+
+
+def model_name(plan: dict) -> str:
+    """The OIP model name a plan is served under: its wire fingerprint (sender and receiver compute it alike)."""
+    return f"splitc-{plan_fingerprint(plan)}"
+
+
+def oip_datatype(dtype: str) -> str:
+    if dtype not in _OIP:
+        raise SplitcError(f"tensor dtype {dtype} has no Open Inference Protocol datatype")
+    return _OIP[dtype]
+
+
+def hop_codec(hop: dict) -> tuple[dict[str, int], str, dict[str, tuple]]:
+    """(bit widths, entropy coder, expected wire tensors) of one boundary hop, as the in-process runtime uses them."""
+    wire = hop["wire"]
+    bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
+    entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"
+    expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
+    return bits, entropy, expected
+
+
+def encode_hop(hop: dict, store: dict, fingerprint: str) -> bytes:
+    bits, entropy, _ = hop_codec(hop)
+    return encode({w["name"]: store[w["name"]] for w in hop["wire"]}, bits=bits, plan=fingerprint, entropy=entropy)
+
+
+def decode_hop(hop: dict, payload: bytes, fingerprint: str) -> dict[str, np.ndarray]:
+    return decode(payload, hop_codec(hop)[2], plan=fingerprint)
+
+
+class Segment:
+    """The remote segment of a plan (raises a one-line SplitcError for plans it cannot serve as one request)."""
+
+    def __init__(self, plan: dict):
+        self.plan = plan
+        self.device = plan["targets"][0]["name"]
+        self.fingerprint = plan_fingerprint(plan)
+        self.name = model_name(plan)
+        idx = [i for i, s in enumerate(plan["stages"]) if s["target"] != self.device]
+        self.stages = [plan["stages"][i] for i in idx]
+        if idx and idx != list(range(idx[0], idx[-1] + 1)):
+            raise SplitcError(f"plan {self.name}: its server stages {idx} are not one contiguous run (--allow-return with"
+                              " several round trips); serve it in one process with 'splitc run' instead")
+        self.first = idx[0] if idx else None  # index of the first remote stage (None: the plan runs on the device)
+        self.up = [b for b in plan["boundary"] if b["from"] == self.device and b["to"] != self.device]
+        self.down = [b for b in plan["boundary"] if b["to"] == self.device and b["from"] != self.device]
+        self.inner = [b for b in plan["boundary"] if b["from"] != self.device and b["to"] != self.device]
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.stages)
+
+    def wire_specs(self, hops: list[dict]) -> list[dict]:
+        return [w for hop in hops for w in hop["wire"]]
+
+    def max_request_bytes(self) -> int:
+        """Largest request the server accepts: every up-going tensor as JSON text (the largest form an OIP client
+        may send; <= 32 characters per value) plus 64 KiB of framing. Binary payloads are far below it."""
+        elements = sum(math.prod(w["shape"]) for w in self.wire_specs(self.up))
+        return 65536 + 32 * elements
+
+    def raw_up_bytes(self) -> int:
+        return sum(math.prod(w["shape"]) * _ITEMSIZE.get(w["dtype"], np.dtype(w["dtype"]).itemsize)
+                   for w in self.wire_specs(self.up))
+
+
+def run_segment(model, segment: Segment, stores: dict[str, dict], seconds: dict[str, float]) -> None:
+    """Run the remote stages of ``model`` (a SplitModel) on ``stores`` (the up hops already decoded into them);
+    hops between server tiers go through the codec in memory as in the in-process runtime."""
+    from splitc.runtimes.ort import RunResult
+
+    scratch = RunResult({}, link_bytes=[{"up": 0, "down": 0} for _ in model.plan["links"]])
+    for stage in segment.stages:
+        sess = model.sessions.get(stage["index"])
+        if sess is not None:
+            t = time.perf_counter()
+            store = stores[stage["target"]]
+            names = [o.name for o in sess.get_outputs()]
+            store.update(zip(names, sess.run(names, {i.name: store[i.name] for i in sess.get_inputs()})))
+            seconds["compute"] = seconds.get("compute", 0.0) + time.perf_counter() - t
+        for hop in model.hops.get(stage["index"], []):
+            if hop["to"] != segment.device:
+                model._send(hop, stores, scratch)
