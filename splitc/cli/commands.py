@@ -157,6 +157,10 @@ def cmd_run(args) -> int:
         if args.model is None and sha256_file(original) != plan["model"]["sha256"]:
             raise SplitcError(f"{original} changed since it was compiled (sha256 differs); recompile, or pass --model")
         reference = session(original, args.optimization)
+    if args.remote:  # the server stages behind an OIP server (splitc serve); splitc/cli/serving.py
+        from splitc.cli.serving import cmd_run_remote
+
+        return cmd_run_remote(args, samples, reference)
     runs, checks, vs_ort = [], [], []
     for feeds in samples:
         res = model.run(feeds)
@@ -224,6 +228,12 @@ def cmd_run(args) -> int:
     print_table(f"split vs original ({rule})", ["output", "max abs err", "cosine", "top-1 agree", "check"], rows, {1, 2, 3})
     print("check passed" if ok else "check FAILED")
     return 0 if ok else EXIT_CHECK_FAILED
+
+
+def cmd_serve(args) -> int:
+    from splitc.cli.serving import cmd_serve as serve
+
+    return serve(args)
 
 
 def cmd_inspect(args) -> int:

@@ -139,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stream", action="store_true",
                    help="treat the samples as successive frames of a stream: send each hop with inter-frame delta coding")
     r.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    r.add_argument("--remote", metavar="URL", help="run the server stages at URL (http(s)://HOST:PORT, a 'splitc serve');"
+                   " a frame the server cannot answer is computed here in full and counted")
+    r.add_argument("--timeout", default="2s", help="--remote: per-request connect/read timeout (default: %(default)s)")
+    r.add_argument("--token-file", metavar="F", help="--remote: file holding the server's bearer token")
+    r.add_argument("--ca", metavar="F", help="--remote over https: CA certificate file to verify the server with")
+    r.add_argument("--inflight", type=int, default=4, help="--remote --stream: frames in flight at once (default: %(default)s)")
+
+    sv = sub.add_parser("serve", help="serve the server stages of a compiled plan (and its sweep variants) under the"
+                        " Open Inference Protocol v2 (KServe)",
+                        epilog="example: splitc serve out/ --port 8000 --token-file token.txt; then on the device:"
+                               " splitc run out/ --remote http://SERVER:8000 --token-file token.txt")
+    sv.add_argument("dir", help="a directory written by 'splitc compile'")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    sv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port; 0 turns gRPC off (default: %(default)s)")
+    sv.add_argument("--token-file", metavar="F", help="require 'Authorization: Bearer <token>' with the token in F (401 without)")
+    sv.add_argument("--tls-cert", metavar="F", help="serve HTTPS (and gRPC over TLS) with this certificate (PEM)")
+    sv.add_argument("--tls-key", metavar="F", help="the certificate's private key (PEM)")
+    sv.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads per model; 0 = its default")
 
     i = sub.add_parser("inspect", help="per-node table: op, FLOPs, output bytes, latency on each target",
                        epilog="example: splitc inspect model.onnx --target rpi4,cloud --sort latency --top 20")

@@ -1,0 +1,98 @@
+"""`splitc serve` and `splitc run --remote`: the split across a network (splitc/serving/, splitc/runtimes/remote.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from splitc.errors import EXIT_CHECK_FAILED, SplitcError
+from splitc.ui import fmt_bytes
+
+
+def parse_seconds(text: str, option: str) -> float:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*", text)
+    if not m or float(m.group(1)) <= 0 or float(m.group(1)) > 3600:
+        raise SplitcError(f"{option} {text!r}: give a duration like 2s or 500ms (more than 0, at most an hour)")
+    return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+
+
+def read_token(path: str | None, option: str = "--token-file") -> str | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise SplitcError(f"{option} {path}: no such file")
+    token = p.read_text().strip()
+    if not token or len(token) > 4096 or not token.isprintable() or " " in token:
+        raise SplitcError(f"{option} {path}: the file must hold one token (printable, no spaces, at most 4096 characters)")
+    return token
+
+
+def cmd_serve(args) -> int:
+    from splitc.serving.server import serve
+
+    token = read_token(args.token_file)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        print(f"splitc: warning: serving on {args.host} without --token-file: anyone who reaches it can use it", file=sys.stderr)
+    return serve(Path(args.dir), host=args.host, port=args.port, grpc_port=args.grpc_port or None,
+                 token=token.encode() if token else None, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                 threads=args.threads, echo=lambda line: print(line, flush=True))
+
+
+def cmd_run_remote(args, samples: list[dict], reference) -> int:
+    """The frames through the server at --remote; each frame the server cannot answer is computed here."""
+    from splitc.runtimes.ort import compare_outputs
+    from splitc.runtimes.remote import RemoteSplitModel
+
+    model = RemoteSplitModel(args.dir, args.remote, timeout=parse_seconds(args.timeout, "--timeout"),
+                             token=read_token(args.token_file), ca=args.ca, inflight=args.inflight,
+                             optimization=args.optimization)
+    try:
+        runs = list(model.stream(samples)) if args.stream else [model.run(feeds) for feeds in samples]
+    finally:
+        model.close()
+    checks = []
+    if reference is not None:
+        names = [o.name for o in reference.get_outputs()]
+        checks = [compare_outputs(dict(zip(names, reference.run(None, feeds))), r.outputs) for feeds, r in zip(samples, runs)]
+    lossless = model.plan.get("boundary_codec") == "fp32"
+    outputs, ok = [], True
+    for j, name in enumerate(c.name for c in (checks[0] if checks else [])):
+        per = [c[j] for c in checks]
+        max_abs, max_ref, cosine = max(c.max_abs for c in per), max(c.max_ref for c in per), min(c.cosine for c in per)
+        passed = max_abs <= 1e-5 * max(1.0, max_ref) if lossless else cosine >= 0.99
+        ok &= passed
+        outputs.append({"name": name, "max_abs_error": max_abs, "cosine": cosine, "pass": passed})
+    st = model.stats
+    ms = (lambda xs: float(np.median(xs)) * 1e3 if xs else None)
+    report = {"dir": str(args.dir), "remote": args.remote, "model": model.segment.name, "frames": len(runs),
+              "via_server": st.remote, "computed_locally": st.local, "lost": len(samples) - len(runs),
+              "failures": dict(st.failures), "failure_reasons": st.first, "round_trip_ms_median": ms(st.round_trip_s),
+              "server_ms_median": ms(st.server_s), "fallback_ms_median": ms(st.fallback_s),
+              "bytes_up": int(np.median([r.bytes_up for r in runs])), "bytes_down": int(np.median([r.bytes_down for r in runs])),
+              "outputs": outputs, "pass": ok if checks else None}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0 if ok else EXIT_CHECK_FAILED
+    plan = model.plan
+    parts = " -> ".join(f"{file} on {target}" + (f" at {args.remote}" if target != model.segment.device else "")
+                        for target, file in plan["artifacts"].items())
+    print(f"ran {parts} ({model.segment.name}) on {len(runs)} frame(s){' streamed, ' + str(args.inflight) + ' in flight' if args.stream else ''}:"
+          f" sent {fmt_bytes(report['bytes_up'])} up, {fmt_bytes(report['bytes_down'])} down per frame")
+    if st.remote:
+        print(f"round trip {report['round_trip_ms_median']:.1f} ms median (server decode+compute+encode"
+              f" {report['server_ms_median']:.1f} ms); predicted end to end {plan['predicted']['total_s'] * 1e3:.1f} ms")
+    for line in st.lines():
+        print(line)
+    if st.fallback_s:
+        print(f"local fallback {report['fallback_ms_median']:.1f} ms median per frame")
+    for o in outputs:
+        print(f"output {o['name']}: max abs error {o['max_abs_error']:.3g}, cosine {o['cosine']:.6f} vs the original: "
+              + ("PASS" if o["pass"] else "FAIL"))
+    if not checks:
+        print("original model not found: outputs not compared (pass --model)")
+    return 0 if ok else EXIT_CHECK_FAILED
