@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitc.runtimes.wire import MAGIC, VERSION, CodecError, decode, encode, read_header
+from splitc.runtimes.wire import MAGIC, VERSION, CodecError, assemble, decode, encode, read_header
 
-PREFIX = struct.Struct("<4sBI")
+PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32
 
 
 def expected_of(tensors: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -22,14 +23,21 @@ def expected_of(tensors: dict[str, np.ndarray]) -> dict[str, tuple[str, tuple[in
 
 
 def header_of(payload: bytes) -> dict:
-    _, _, n = PREFIX.unpack_from(payload)
+    _, _, n, _ = PREFIX.unpack_from(payload)
     return json.loads(payload[PREFIX.size:PREFIX.size + n])
 
 
 def build(entries: list, blobs: list[bytes], magic: bytes = MAGIC, version: int = VERSION, header: bytes | None = None) -> bytes:
-    """A payload assembled by hand, to say exactly what is wrong with it."""
+    """A payload assembled by hand (with a valid checksum), to say exactly what is wrong with it."""
     head = header if header is not None else json.dumps({"tensors": entries}).encode()
-    return PREFIX.pack(magic, version, len(head)) + head + b"".join(blobs)
+    payload = assemble(head, blobs)
+    return magic + bytes([version]) + payload[5:] if (magic, version) != (MAGIC, VERSION) else payload
+
+
+def recrc(payload: bytes) -> bytes:
+    """``payload`` with its crc32 field recomputed: what a forger (not line noise) sends."""
+    body = payload[:9] + payload[13:]
+    return payload[:9] + struct.pack("<I", zlib.crc32(body)) + payload[13:]
 
 
 def entry(name="a", dtype="float32", shape=(2, 3), codec="raw", stored=24) -> dict:
@@ -80,8 +88,8 @@ def test_codec_choice_and_header():
     noise = rng.integers(0, 256, 4096, dtype=np.uint8)  # incompressible: sent raw
     zeros = np.zeros(4096, np.uint8)  # compressible: zstd
     payload = encode({"noise": noise, "zeros": zeros})
-    magic, version, n = PREFIX.unpack_from(payload)
-    assert (magic, version) == (b"SPLC", 2)
+    magic, version, n, _ = PREFIX.unpack_from(payload)
+    assert (magic, version) == (b"SPLC", 3)
     entries = header_of(payload)["tensors"]
     assert [(e["name"], e["dtype"], e["shape"], e["codec"]) for e in entries] == [
         ("noise", "uint8", [4096], "raw"), ("zeros", "uint8", [4096], "zstd"),
@@ -109,7 +117,7 @@ def good_payload() -> bytes:
 
 
 def test_rejects_short_prefix():
-    with pytest.raises(CodecError, match="payload of 5 bytes is shorter than the 9-byte prefix"):
+    with pytest.raises(CodecError, match="payload of 5 bytes is shorter than the 13-byte prefix"):
         decode(good_payload()[:5], A)
     with pytest.raises(CodecError, match="payload of 0 bytes"):
         decode(b"", A)
@@ -120,20 +128,31 @@ def test_rejects_bad_magic():
         decode(b"ONNX" + good_payload()[4:], A)
 
 
-def test_rejects_wrong_version():
+@pytest.mark.parametrize("version", [4, 255])
+def test_rejects_unknown_version(version):
     payload = bytearray(good_payload())
-    payload[4] = 3
-    with pytest.raises(CodecError, match=r"payload version 3 is not supported \(this runtime reads 1, 2\)"):
+    payload[4] = version
+    with pytest.raises(CodecError, match=rf"payload version {version} is not supported \(this runtime reads 3\)"):
         decode(bytes(payload), A)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_rejects_downgraded_version_even_with_a_valid_checksum(version):
+    # version 1 skipped the plan fingerprint check: a payload relabelled 1 must not slip past it
+    payload = encode({"a": RAW_A}, plan="a" * 16)
+    forged = recrc(payload[:4] + bytes([version]) + payload[5:])
+    with pytest.raises(CodecError, match=f"payload version {version} is not supported.*no checksum"):
+        decode(forged, A, plan="b" * 16)
+    with pytest.raises(CodecError, match=f"payload version {version}"):
+        decode(forged, A)
 
 
 def test_rejects_header_length_past_end():
     payload = good_payload()
-    _, _, n = PREFIX.unpack_from(payload)
-    bad = PREFIX.pack(MAGIC, VERSION, len(payload)) + payload[PREFIX.size:]
+    bad = PREFIX.pack(MAGIC, VERSION, len(payload), 0) + payload[PREFIX.size:]
     with pytest.raises(CodecError, match=f"header length {len(payload)} runs past the payload \\({len(payload)} bytes\\)"):
         decode(bad, A)
-    huge = PREFIX.pack(MAGIC, VERSION, 0xFFFFFFFF) + payload[PREFIX.size:]
+    huge = PREFIX.pack(MAGIC, VERSION, 0xFFFFFFFF, 0) + payload[PREFIX.size:]
     with pytest.raises(CodecError, match="header length 4294967295 runs past"):
         decode(huge, A)
 
@@ -146,6 +165,8 @@ def test_rejects_truncated_payload(cut):
 
 def test_truncated_blob_message():
     with pytest.raises(CodecError, match="tensor 'a': stored length 24 runs past the payload"):
+        decode(recrc(good_payload()[:-1]), A)
+    with pytest.raises(CodecError, match="fails its crc32 check"):  # cut in transit rather than forged
         decode(good_payload()[:-1], A)
 
 
@@ -221,7 +242,7 @@ def test_rejects_bad_stored_length(stored):
 
 def test_rejects_trailing_bytes():
     with pytest.raises(CodecError, match="3 trailing bytes after the last tensor"):
-        decode(good_payload() + b"xyz", A)
+        decode(recrc(good_payload() + b"xyz"), A)
 
 
 def test_rejects_raw_of_the_wrong_length():
@@ -337,15 +358,17 @@ def test_fuzz_byte_mutations(edits):
     for pos, byte in edits:
         payload[pos] = byte
     decode_or_codec_error(bytes(payload))
+    decode_or_codec_error(recrc(bytes(payload)))  # past the checksum: the parser itself
 
 
 @FUZZ
 @given(st.integers(0, len(FUZZ_PAYLOAD)), st.binary(max_size=16), st.integers(0, len(FUZZ_PAYLOAD)))
 def test_fuzz_truncate_insert_delete(cut, inserted, at):
     payload = FUZZ_PAYLOAD[:cut]
-    decode_or_codec_error(payload)
-    decode_or_codec_error(payload[:at] + inserted + payload[at:])
-    decode_or_codec_error(FUZZ_PAYLOAD[:at] + FUZZ_PAYLOAD[at + len(inserted):])
+    for mutated in (payload, payload[:at] + inserted + payload[at:], FUZZ_PAYLOAD[:at] + FUZZ_PAYLOAD[at + len(inserted):]):
+        decode_or_codec_error(mutated)
+        if len(mutated) >= PREFIX.size:
+            decode_or_codec_error(recrc(mutated))
 
 
 @FUZZ
@@ -411,11 +434,147 @@ def test_sparse_block_whose_bitmap_disagrees_is_rejected():
     lying = zstandard.ZstdCompressor().compress(mask + flat[flat != 0].tobytes()[:-3])  # 3 values short
     header["tensors"][0]["stored"] = len(lying)
     head = json.dumps(header).encode()
-    forged = b"SPLC" + bytes([2]) + len(head).to_bytes(4, "little") + head + lying
+    forged = assemble(head, [lying])
     with pytest.raises(CodecError, match="its bitmap says"):
         decode(forged, {"q": ("uint8", q.shape)})
     bomb = zstandard.ZstdCompressor().compress(b"\xff" * (q.size * 3))
     header["tensors"][0]["stored"] = len(bomb)
     head = json.dumps(header).encode()
     with pytest.raises(CodecError, match="declares"):
-        decode(b"SPLC" + bytes([2]) + len(head).to_bytes(4, "little") + head + bomb, {"q": ("uint8", q.shape)})
+        decode(assemble(head, [bomb]), {"q": ("uint8", q.shape)})
+
+
+# --------------------------------------------------------------------------- hardening (issue 11)
+
+def nested_header(depth: int) -> bytes:
+    return b'{"tensors": [], "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [9, 1000, 100_000])
+def test_deeply_nested_header_is_a_codec_error(depth):
+    # a 2 KB payload nesting 1,000 brackets raised RecursionError from decode, read_header and DeltaDecoder.decode
+    from splitc.runtimes.delta import DeltaDecoder
+
+    payload = assemble(nested_header(depth))
+    for call in (lambda: decode(payload, {}), lambda: read_header(payload), lambda: DeltaDecoder({}).decode(payload)):
+        with pytest.raises(CodecError, match=f"nested {depth + 1} deep, more than the 8 allowed"):
+            call()
+
+
+def test_header_within_the_depth_bound_still_decodes():
+    assert decode(assemble(nested_header(6)), {}) == {}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [("float32", (2**62, 2**62)), ("float32", (2**40,)), ("float32", (-1, 6)), ("float32",), "float32", None, 5,
+     ("complex64", (2, 3)), (["float32"], (2, 3)), ("float32", (2, 3), 3), ("float32", (2, 3), 4), ("uint8", (6,), 8, 1),
+     ("float32", "23"), ("float32", (2.0, 3)), ("float32", (True, 6)), ("uint8", (1,) * 33)],
+    ids=str,
+)
+def test_tampered_expected_spec_is_a_codec_error(spec):
+    # these raised OverflowError, MemoryError, ValueError or TypeError: the spec comes from a plan.json
+    with pytest.raises(CodecError, match="tensor 'a': expected spec"):
+        decode(good_payload(), {"a": spec})
+
+
+@FUZZ
+@given(json_values, json_values)
+def test_fuzz_expected_specs(spec, name):
+    """Whatever the plan says a tensor is, decoding a payload raises CodecError or gives that tensor."""
+    for expected in ({"a": spec}, {str(name): spec}, spec):
+        try:
+            out = decode(good_payload(), expected)
+        except CodecError as e:
+            assert "\n" not in str(e)
+        else:
+            assert out["a"].shape == tuple(expected["a"][1])
+
+
+@pytest.mark.parametrize("wrap", [bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8), lambda b: memoryview(b"xx" + b)[2:]],
+                         ids=["bytearray", "memoryview", "numpy", "sliced-memoryview"])
+def test_bytes_like_payloads_decode(wrap):
+    payload = encode({"a": RAW_A}, plan="p" * 16)
+    out = decode(wrap(payload), A, plan="p" * 16)
+    np.testing.assert_array_equal(out["a"], RAW_A)
+    assert read_header(wrap(payload))[1]["plan"] == "p" * 16
+
+
+@pytest.mark.parametrize("payload", ["SPLC", 5, None, [83, 80]], ids=str)
+def test_non_bytes_payload_is_a_codec_error(payload):
+    with pytest.raises(CodecError, match="a payload is bytes-like"):
+        decode(payload, A)
+
+
+def test_checksum_catches_a_flip_the_parser_cannot_see():
+    payload = bytearray(encode({"a": RAW_A}, entropy="raw"))
+    payload[-1] ^= 0x01  # the last value's lowest mantissa bit: still a valid float32 array
+    with pytest.raises(CodecError, match=r"payload of \d+ bytes fails its crc32 check: corrupted in transit"):
+        decode(bytes(payload), A)
+    assert decode(recrc(bytes(payload)), A)["a"].reshape(-1)[-1] != RAW_A.reshape(-1)[-1]  # so only the crc caught it
+
+
+MUTATIONS = 20_000
+
+
+def _mutations(payload: bytes, rng: np.random.Generator):
+    """(kind, mutated payload): single bit flips, 1-4 random byte edits and truncations, in turn."""
+    for i in range(MUTATIONS):
+        data = bytearray(payload)
+        kind = ("bit flip", "byte edits", "truncation")[i % 3]
+        if kind == "bit flip":
+            data[int(rng.integers(len(data)))] ^= 1 << int(rng.integers(8))
+        elif kind == "byte edits":
+            for _ in range(int(rng.integers(1, 5))):
+                pos = int(rng.integers(len(data)))
+                data[pos] = (data[pos] + int(rng.integers(1, 256))) % 256  # always a change
+        else:
+            del data[int(rng.integers(len(data))):]
+        yield kind, bytes(data)
+
+
+def test_fuzz_20000_mutations_only_codec_errors_and_no_silent_corruption():
+    """Bounded, seeded: every mutation of a 2 KB payload raises CodecError; none decodes silently (the crc32)."""
+    from splitc.runtimes.delta import DeltaDecoder
+
+    rng = np.random.default_rng(11)
+    tensors = {**FUZZ_TENSORS, "dense": rng.standard_normal((16, 24)).astype(np.float32)}
+    expected = expected_of(tensors)
+    payload = encode(tensors, plan="f" * 16)
+    assert 1500 < len(payload) < 2500
+    silent = {"bit flip": 0, "byte edits": 0, "truncation": 0}
+    escaped = []
+    for kind, data in _mutations(payload, rng):
+        try:
+            decode(data, expected, plan="f" * 16)
+            silent[kind] += 1
+        except CodecError:
+            pass
+        except Exception as e:  # noqa: BLE001 - what this test is looking for
+            escaped.append(f"{kind}: {type(e).__name__}: {e}")
+    try:  # the stream decoder on a mutated key frame as well
+        DeltaDecoder(expected, "f" * 16).decode(data)
+    except CodecError:
+        pass
+    print(f"\n{MUTATIONS} mutations of a {len(payload)}-byte payload: decoded silently {silent}")
+    assert not escaped, escaped[:5]
+    assert silent == {"bit flip": 0, "byte edits": 0, "truncation": 0}
+
+
+def test_fuzz_20000_forged_mutations_only_codec_errors():
+    """The same mutations with the checksum recomputed (a forger, not line noise): the parser alone must hold."""
+    rng = np.random.default_rng(12)
+    payload = encode(FUZZ_TENSORS, plan="f" * 16)
+    decoded, escaped = 0, []
+    for kind, data in _mutations(payload, rng):
+        if len(data) < PREFIX.size:
+            data = data + bytes(PREFIX.size - len(data))
+        try:
+            decode(recrc(data), FUZZ_EXPECTED, plan="f" * 16)
+            decoded += 1
+        except CodecError as e:
+            assert "\n" not in str(e)
+        except Exception as e:  # noqa: BLE001
+            escaped.append(f"{kind}: {type(e).__name__}: {e}")
+    print(f"\n{MUTATIONS} forged mutations: {decoded} decoded (a value byte changed), the rest CodecError")
+    assert not escaped, escaped[:5]

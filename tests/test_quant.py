@@ -55,9 +55,9 @@ def test_bits_bound_decompression():
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (1 << 20))
     head = json.dumps({"plan": None, "frame": 0, "key": True,
                        "tensors": [{"name": "q", "dtype": "uint8", "shape": [64], "bits": 2, "codec": "zstd", "stored": len(bomb)}]}).encode()
-    import struct
+    from splitc.runtimes.wire import assemble
 
-    payload = struct.pack("<4sBI", b"SPLC", 2, len(head)) + head + bomb
+    payload = assemble(head, [bomb])
     with pytest.raises(CodecError, match="declares 1048576 bytes, 16 expected"):
         decode(payload, {"q": ("uint8", (64,), 2)})
 

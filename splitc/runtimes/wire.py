@@ -1,8 +1,12 @@
 """The wire codec: pack the tensors that cross a link into one self-describing payload.
 
-Layout (version 2, docs/wire-format.md)::
+Layout (version 3, docs/wire-format.md)::
 
-    b"SPLC" | u8 version | u32 header length (LE) | header (JSON, utf-8) | payload bytes
+    b"SPLC" | u8 version | u32 header length (LE) | u32 crc32 (LE) | header (JSON, utf-8) | payload bytes
+
+The crc32 (zlib) covers every byte of the payload but its own four: a corrupted payload is refused before
+its header is parsed. Only version 3 is read: a payload of an older version (no checksum; version 1 had no
+plan fingerprint either) is refused, so a flipped version byte cannot skip a check.
 
 The header is ``{"plan": fingerprint|null, "frame": n, "key": bool, "tensors": [...]}``; per tensor: name,
 dtype, shape, ``bits`` (8, or 4/2/1 for bit-packed uint8 symbols), ``codec`` ("zstd", "lz4" or "raw"),
@@ -10,7 +14,8 @@ dtype, shape, ``bits`` (8, or 4/2/1 for bit-packed uint8 symbols), ``codec`` ("z
 (byte length). Quantization happens inside the ONNX parts (static scales and zero points are constants of
 the plan, whose fingerprint the header carries; dynamic ones travel as tensors); this codec bit-packs and
 entropy-codes. The decoder checks every field against what the plan expects before it allocates anything,
-and bounds every decompression by the plan's sizes. Version 1 payloads (no plan, no bits) still decode.
+and bounds every decompression by the plan's sizes; the header's size and nesting depth are bounded before
+it is parsed (splitc/runtimes/jsonguard.py).
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ import hashlib
 import json
 import math
 import struct
+import zlib
 
 import numpy as np
 import zstandard
+
+from splitc.runtimes.jsonguard import JSONLimitError, loads
 
 try:  # optional: pip install lz4 (faster, larger than zstd)
     import lz4.block as _lz4
@@ -29,10 +37,14 @@ except ImportError:  # pragma: no cover - depends on the install
     _lz4 = None
 
 MAGIC = b"SPLC"
-VERSION = 2
-READS = (1, 2)
-_PREFIX = struct.Struct("<4sBI")
+VERSION = 3
+READS = (3,)
+_PREFIX = struct.Struct("<4sBII")  # magic, version, header length, crc32 of everything but these 4 bytes
+_CRC_AT = 9  # offset of the crc32 field
 MAX_HEADER = 1 << 20
+MAX_DEPTH = 8  # {"tensors": [{"shape": [..]}]} is 3 deep
+MAX_ELEMENTS = 1 << 31  # per tensor, as plan.json is bounded (splitc/runtimes/planfile.py)
+MAX_FRAME = (1 << 63) - 1
 _DTYPES = {"float32", "float16", "float64", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "bool"}
 BITS = (1, 2, 4, 8)
 ENTROPY = ("zstd", "lz4", "raw", "sparse-zstd")
@@ -150,61 +162,109 @@ def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, in
         entries.append(e)
         blobs.append(blob)
     header = json.dumps({"plan": plan, "frame": frame, "key": key, "tensors": entries}, separators=(",", ":")).encode()
-    return _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(blobs)
+    return assemble(header, blobs)
+
+
+def assemble(header: bytes, blobs: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
+    """Prefix (with the checksum) + ``header`` + ``blobs``: the payload ``encode`` writes for that header."""
+    head = _PREFIX.pack(MAGIC, VERSION, len(header), 0)[:_CRC_AT]
+    crc = zlib.crc32(header, zlib.crc32(head))
+    for blob in blobs:
+        crc = zlib.crc32(blob, crc)
+    return b"".join([head, struct.pack("<I", crc), header, *blobs])
 
 
 # --------------------------------------------------------------------------- decode
 
-def _expect(spec) -> tuple[str, tuple[int, ...], int]:
-    dtype, shape, *rest = spec
-    return dtype, tuple(shape), (rest[0] if rest else 8)
+def _expect(name, spec) -> tuple[str, tuple[int, ...], int]:
+    """The receiver's (dtype, shape[, bits]) for ``name``, itself checked: it comes from a plan.json."""
+    try:
+        dtype, shape, *rest = spec
+        shape = tuple(shape)
+    except (TypeError, ValueError):
+        raise CodecError(f"tensor '{_brief(name)}': expected spec {_brief(spec)} is not (dtype, shape[, bits])") from None
+    bits = rest[0] if rest else 8
+    if (type(name) is not str or not name.isprintable() or type(dtype) is not str or dtype not in _DTYPES or len(rest) > 1 or type(bits) is not int or bits not in BITS or (bits != 8 and dtype != "uint8")
+            or len(shape) > 32 or not all(type(d) is int and 0 <= d <= MAX_ELEMENTS for d in shape)
+            or math.prod(shape) > MAX_ELEMENTS):
+        raise CodecError(f"tensor '{_brief(name)}': expected spec {_brief(dtype)}{_brief(list(shape))} ({_brief(bits)} bits) is not a wire tensor of"
+                         f" at most {MAX_ELEMENTS} elements")
+    return dtype, shape, bits
+
+
+def _brief(value) -> str:
+    """A header value for a one-line message: a short printable string as it is, anything else as a clipped repr."""
+    if isinstance(value, str) and value.isprintable() and len(value) <= 64:
+        return value
+    text = repr(value)
+    return text if len(text) <= 64 else text[:60] + "...]"
+
+
+def _as_bytes(payload) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        return memoryview(payload).tobytes()  # bytearray, memoryview, numpy buffer: any bytes-like object
+    except TypeError:
+        raise CodecError(f"a payload is bytes-like, not {type(payload).__name__}") from None
 
 
 def read_header(payload: bytes) -> tuple[int, dict, int]:
     """(version, header, offset of the first blob), validated as far as it goes without the plan."""
+    payload = _as_bytes(payload)
     if len(payload) < _PREFIX.size:
         raise CodecError(f"payload of {len(payload)} bytes is shorter than the {_PREFIX.size}-byte prefix")
-    magic, version, header_len = _PREFIX.unpack_from(payload)
+    magic, version, header_len, crc = _PREFIX.unpack_from(payload)
     if magic != MAGIC:
         raise CodecError("not a splitc payload (bad magic)")
     if version not in READS:
-        raise CodecError(f"payload version {version} is not supported (this runtime reads {', '.join(map(str, READS))})")
+        old = " (older payloads carry no checksum: update the sender)" if version < VERSION else ""
+        raise CodecError(f"payload version {version} is not supported (this runtime reads {', '.join(map(str, READS))}){old}")
     if header_len > MAX_HEADER or _PREFIX.size + header_len > len(payload):
-        raise CodecError(f"header length {header_len} runs past the payload ({len(payload)} bytes)")
+        raise CodecError(f"header length {header_len} runs past the payload ({len(payload)} bytes) or the {MAX_HEADER}-byte limit")
+    body = memoryview(payload)[_PREFIX.size:]
+    if zlib.crc32(body, zlib.crc32(payload[:_CRC_AT])) != crc:
+        raise CodecError(f"payload of {len(payload)} bytes fails its crc32 check: corrupted in transit")
     try:
-        header = json.loads(payload[_PREFIX.size:_PREFIX.size + header_len])
+        header = loads(payload[_PREFIX.size:_PREFIX.size + header_len], max_bytes=MAX_HEADER, max_depth=MAX_DEPTH)
         entries = header["tensors"]
-    except (ValueError, KeyError, TypeError):
-        raise CodecError("payload header is not valid JSON with a 'tensors' list") from None
-    if version >= 2:
-        frame, key = header.get("frame", 0), header.get("key", True)
-        if type(frame) is not int or frame < 0 or type(key) is not bool:
-            raise CodecError(f"payload header: frame {frame!r} / key {key!r} are not a frame number and a boolean")
+    except (JSONLimitError, KeyError, TypeError) as e:
+        why = f" ({e})" if isinstance(e, JSONLimitError) else ""
+        raise CodecError(f"payload header is not valid JSON with a 'tensors' list{why}") from None
+    if not isinstance(entries, list):
+        raise CodecError("payload header is not valid JSON with a 'tensors' list")
+    frame, key = header.get("frame", 0), header.get("key", True)
+    if type(frame) is not int or not 0 <= frame <= MAX_FRAME or type(key) is not bool:
+        raise CodecError(f"payload header: frame {frame!r} / key {key!r} are not a frame number and a boolean")
     return version, header, _PREFIX.size + header_len
 
 
 def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = None, header_out: dict | None = None) -> dict[str, np.ndarray]:
     """Decode ``payload``; ``expected`` maps each tensor name to (dtype, shape) or (dtype, shape, bits) from the plan.
 
-    ``plan``: the receiver's plan fingerprint; a version-2 payload naming another plan is rejected.
+    ``plan``: the receiver's plan fingerprint; a payload naming another plan is rejected.
     ``header_out``: filled with the payload's header (frame, key, per-tensor delta flags) for the stream decoder.
-    Bit-packed tensors come back as uint8 symbols in [0, 2^bits)."""
+    Bit-packed tensors come back as uint8 symbols in [0, 2^bits). ``payload``: any bytes-like object."""
+    if not isinstance(expected, dict):
+        raise CodecError(f"expected tensors must be a dict name -> (dtype, shape[, bits]), not {type(expected).__name__}")
+    specs = {name: _expect(name, spec) for name, spec in expected.items()}
+    payload = _as_bytes(payload)
     version, header, offset = read_header(payload)
     entries = header["tensors"]
-    if version >= 2 and plan is not None and header.get("plan") != plan:
-        raise CodecError(f"payload was made for plan {header.get('plan')!r}, this receiver runs plan {plan!r}: recompile or redeploy one side")
+    if plan is not None and header.get("plan") != plan:
+        raise CodecError(f"payload was made for plan {_brief(header.get('plan'))!r}, this receiver runs plan {plan!r}: recompile or redeploy one side")
     names = [e.get("name") for e in entries] if isinstance(entries, list) and all(isinstance(e, dict) for e in entries) else None
     if names is None or not all(isinstance(n, str) for n in names) or sorted(names) != sorted(expected):
-        raise CodecError(f"payload carries tensors {names}, the plan expects {sorted(expected)}")
+        raise CodecError(f"payload carries tensors {_brief(names)}, the plan expects {sorted(expected)}")
     # every entry is checked before any blob is decompressed or any array allocated
     plans = []
     for e in entries:
         name = e["name"]
-        dtype, shape, bits = _expect(expected[name])
-        if e.get("dtype") != dtype or e.get("shape") != list(shape) or dtype not in _DTYPES:
-            raise CodecError(f"tensor '{name}': payload says {e.get('dtype')}{e.get('shape')}, the plan expects {dtype}{list(shape)}")
-        got_bits = e.get("bits", 8) if version >= 2 else 8
-        if type(got_bits) is not int or got_bits != bits or bits not in BITS or (bits != 8 and dtype != "uint8"):
+        dtype, shape, bits = specs[name]
+        if e.get("dtype") != dtype or e.get("shape") != list(shape):
+            raise CodecError(f"tensor '{name}': payload says {_brief(e.get('dtype'))}{_brief(e.get('shape'))}, the plan expects {dtype}{list(shape)}")
+        got_bits = e.get("bits", 8)
+        if type(got_bits) is not int or got_bits != bits:
             raise CodecError(f"tensor '{name}': payload packs {got_bits!r} bits per value, the plan expects {bits}")
         d = e.get("delta", False)
         if type(d) is not bool:
@@ -213,9 +273,9 @@ def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = Non
         nbytes = packed_size(n, bits) if bits != 8 else n * np.dtype(dtype).itemsize
         stored = e.get("stored")
         if type(stored) is not int or stored < 0 or offset + stored > len(payload):
-            raise CodecError(f"tensor '{name}': stored length {stored} runs past the payload")
+            raise CodecError(f"tensor '{name}': stored length {_brief(stored)} runs past the payload")
         if e.get("codec") not in ENTROPY:
-            raise CodecError(f"tensor '{name}': unknown codec {e.get('codec')!r}")
+            raise CodecError(f"tensor '{name}': unknown codec {_brief(e.get('codec'))!r}")
         if e.get("codec") == "sparse-zstd" and (bits != 8 or e.get("delta")):
             raise CodecError(f"tensor '{name}': the sparse layout is only for whole 8-bit values")
         if e.get("codec") == "raw" and stored != nbytes:
