@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx_ir as ir
 
 from splitc import pipeline
-from splitc.codegen import emit
+from splitc.codegen import emit, output
 from splitc.codegen.passes.split import SplitResult
 from splitc.codegen.plan import build_plan, io_spec
 from splitc.cost.quantizers import parse_budget, parse_codec
@@ -133,8 +133,9 @@ def compile_model(
     cfg = resolve(options)
     model_path = Path(model_path)
     out = Path(output_dir) if output_dir is not None else None
-    if out is not None and out.exists() and not force:
-        raise SplitcError(f"{out}: already exists; choose another -o directory or pass --force to replace it")
+    keep = (model_path,) + ((Path(options.calibrate),) if options.calibrate else ())  # inputs --force must not delete
+    if out is not None:  # refuse before the work: an existing directory only with force, only one splitc wrote
+        output.check_replaceable(out, force, keep)
 
     step("import")
     model = import_model(model_path, options.input_shapes)
@@ -163,7 +164,8 @@ def compile_model(
     if out is not None:
         step("write")
         emit.write_atomically(out, split, artifacts, cfg.targets, plan, force, cfg.tvm_targets,
-                              extra=None if extra_files is None else (lambda tmp: extra_files(tmp, result)), variants=variants)
+                              extra=None if extra_files is None else (lambda tmp: extra_files(tmp, result)), variants=variants,
+                              keep=keep)
     return result
 
 

@@ -311,6 +311,7 @@ def cmd_targets(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from splitc.codegen import output
     from splitc.tools import bench
 
     shared = Path(args.shared) if args.shared else bench.default_shared_dir()
@@ -323,13 +324,14 @@ def cmd_bench(args) -> int:
     baseline_path = args.check
     update_path = (args.update or args.check or bench.DEFAULT_BASELINE) if args.update is not None else None
     baseline = bench.load_baseline(baseline_path) if baseline_path else None  # a bad path fails before the run
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise SplitcError(f"-o {args.output}: exists and is not a directory; give a directory for bench.md and bench.json")
     with _bench_progress(len(cases), not args.json) as on_case:
         report = bench.run_suite(cases, on_case)
     text = bench.markdown(report, links)
     if args.output:
         out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.md").write_text(text)
+        output.write_text(out / "bench.md", text)  # each file whole, through a private temp file
         bench.write_json(out / "bench.json", report)
     print(json.dumps(report, indent=1) if args.json else text, end="\n" if args.json else "")
     code = 0
@@ -369,11 +371,11 @@ def _bench_progress(total: int, enabled: bool):
 
 
 def cmd_profile(args) -> int:
-    import os
     import tomllib
 
     import onnx
 
+    from splitc.codegen import output
     from splitc.frontend.load import parse_input_shapes
     from splitc.tools.profiler import Settings, profile_device
     from splitc.cost.targets import parse_profile
@@ -382,6 +384,8 @@ def cmd_profile(args) -> int:
     out = Path(args.output)
     if out.suffix != ".toml":
         raise SplitcError(f"-o {args.output}: a profile is a .toml file, e.g. -o {out.with_suffix('.toml').name}")
+    if out.is_dir() and not out.is_symlink():
+        raise SplitcError(f"-o {args.output}: is a directory; a profile is a .toml file (--force replaces only a file)")
     if out.exists() and not args.force:
         raise SplitcError(f"{out}: already exists; choose another -o file or pass --force to replace it")
     if not out.parent.resolve().is_dir():
@@ -406,9 +410,7 @@ def cmd_profile(args) -> int:
         run = profile_device(models, args.name, settings, description=args.description, calibration=args.calibration,
                              progress=tick)
     parse_profile(tomllib.loads(run.toml), str(out))  # what we write must load
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(run.toml)
-    os.replace(tmp, out)
+    output.write_text(out, run.toml)  # a private temp file beside it, then os.replace: whole or not at all
     per_model = [{"model": p.model, "kernels": p.kernels, "groups": len(p.groups), "measured_s": p.wall_s,
                   "predicted_s": pred, "error": pred / p.wall_s - 1} for p, pred in zip(run.models, run.predicted_s)]
     if args.json:

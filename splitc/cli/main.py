@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import warnings
 
@@ -186,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="onnxruntime graph optimization level the deployment uses (default: %(default)s)")
     pr.add_argument("--threads", type=int, default=0,
                     help="onnxruntime intra-op threads the deployment uses; 0 = onnxruntime's default (default: %(default)s)")
+    pr.add_argument("--spinning", action="store_true",
+                    help="let idle intra-op threads spin for work between parallel sections, as onnxruntime does by"
+                         " default (default: they sleep; no pool spins once a run returns, so a busy or shared machine"
+                         " and the interleaved measurements stay fair)")
     pr.add_argument("--warmup", type=int, default=5, help="unmeasured runs per model first (default: %(default)s)")
     pr.add_argument("--runs", type=int, default=30, help="measured runs per model; per-kernel medians (default: %(default)s)")
     pr.add_argument("--no-calibration", dest="calibration", action="store_false",
@@ -212,7 +218,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, raised where the program is, like Ctrl-C, so that the same cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt():
+    """While a command runs, SIGTERM and SIGHUP raise :class:`Terminated` (only possible in the main thread)."""
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            with contextlib.suppress(ValueError):  # not the main thread: leave the default
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _terminate_like_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -241,12 +279,21 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         raise
+    except Terminated as e:
+        print(f"splitc: terminated by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("splitc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `splitc ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the file system said no (permissions, full disk, a file where a folder should be)
+        if os.environ.get("SPLITC_DEBUG"):
+            raise
+        why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+        print(f"splitc: error: {f'{e.filename}: ' if e.filename else ''}{why}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:  # noqa: BLE001  - a bug in splitc, not a user mistake
         if os.environ.get("SPLITC_DEBUG"):
             raise

@@ -4,15 +4,14 @@ files, into a temporary directory that replaces the output directory only when w
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
+from splitc.codegen import output
 from splitc.codegen.passes.split import SplitResult
 from splitc.errors import SplitcError
 
@@ -37,10 +36,11 @@ def _save_parts(directory: Path, split: SplitResult, artifacts: dict[int, str]) 
 
 
 def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: dict, force: bool, tvm_targets=None,
-                      extra: Callable[[Path], None] | None = None, variants=()) -> None:
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+                      extra: Callable[[Path], None] | None = None, variants=(), keep=()) -> None:
+    """Write everything into a temporary directory beside ``out``, then install it (splitc.codegen.output): ``force``
+    replaces only a directory splitc wrote that holds none of ``keep`` (the input model) nor the current directory."""
+    out = output.check_replaceable(out, force, keep)  # refuse before writing anything
+    tmp = output.make_temp_dir(out)
     try:
         _save_parts(tmp, split, artifacts)
         for directory, v_split, v_artifacts, v_plan, _interval in variants:
@@ -58,15 +58,10 @@ def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: di
         (tmp / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
         if extra is not None:
             extra(tmp)
-        if out.exists():
-            if not force:
-                raise SplitcError(f"{out}: already exists; pass --force to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        with output.signals_held():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise output.os_error(out, "write it", e) from None
         raise
+    output.install_dir(tmp, out, force, keep)

@@ -362,11 +362,11 @@ def updated_baseline(report: dict, previous: dict | None, suite_keys: Iterable[s
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+    """Whole or not at all, through a private temp file beside ``path`` (never a predictable name a link could sit on)."""
+    # imported here: splitc.cli.main imports this module, which must stay light
+    from splitc.codegen import output
+
+    output.write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 # -- markdown -------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _fused_into(node: ir.Node) -> ir.Node | None:
     return src
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlopsPass(ir.passes.InPlacePass):
     warn_unknown: bool = True
 

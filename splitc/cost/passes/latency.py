@@ -11,7 +11,7 @@ from splitc.cost.fit import conv_kernel
 from splitc.cost.targets import DeviceProfile
 
 
-@dataclass
+@dataclass(frozen=True)
 class LatencyPass(ir.passes.InPlacePass):
     targets: tuple[DeviceProfile, ...] = ()
 

@@ -12,7 +12,7 @@ from splitc.ir.graph import graph_inputs, static_dims, tensor_bytes
 from splitc.frontend.passes.replicable import is_replicable
 
 
-@dataclass
+@dataclass(frozen=True)
 class TensorBytesPass(ir.passes.InPlacePass):
     model_name: str = "model"
 

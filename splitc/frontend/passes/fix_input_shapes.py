@@ -15,7 +15,7 @@ def _fmt(shape: ir.Shape | None) -> str:
     return "?" if shape is None else "x".join(str(d) if isinstance(d, int) else (str(d.value) if d.value else "?") for d in shape.dims)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FixInputShapesPass(ir.passes.InPlacePass):
     """Set each named input's shape; fail naming every input that is still symbolic."""
 

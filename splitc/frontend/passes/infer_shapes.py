@@ -33,7 +33,7 @@ def _synthetic_inputs(graph: ir.Graph) -> dict[str, np.ndarray]:
     return synthetic_inputs([{"name": v.name, "dtype": v.dtype.numpy(), "shape": static_dims(v)} for v in graph_inputs(graph)])
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferShapesPass(ir.passes.InPlacePass):
     model_name: str = "model"
 

@@ -6,6 +6,8 @@ into constants lets each part of the split recompute it locally instead of recei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_ir as ir
 
@@ -27,6 +29,7 @@ def _shape_value(node: ir.Node) -> np.ndarray | None:
     return np.array(dims[start:end], dtype=np.int64)
 
 
+@dataclass(frozen=True)
 class MaterializeShapesPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph

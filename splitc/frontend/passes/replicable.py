@@ -7,12 +7,15 @@ folds them at load time), so they are never sent and never cut.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_ir as ir
 
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs, node_inputs
 
 
+@dataclass(frozen=True)
 class ReplicablePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph

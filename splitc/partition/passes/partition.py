@@ -101,10 +101,11 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
         tuple(weights),
         tuple(t.busy_power_w for t in targets),
         allow_return,
+        tuple(t.idle_power_w for t in targets),
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PartitionPass(ir.passes.InPlacePass):
     targets: tuple[DeviceProfile, ...] = ()
     link: Link | tuple[Link, ...] | None = None
