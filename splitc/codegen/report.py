@@ -93,12 +93,10 @@ class _View:
 def single_cut_curve(cg) -> tuple[np.ndarray, np.ndarray]:
     """(x, predicted seconds) of cutting after each prefix of the topological order: the first k nodes on the
     device, the rest on the last tier (k = 0: cloud only, k = n: device only). Infeasible cuts are NaN."""
-    from splitc.partition.costgraph import evaluate_many
+    from splitc.partition.costgraph import evaluate_cuts
 
-    n = len(cg.nodes)
-    k = np.arange(n + 1)
-    x = np.where(np.arange(n)[None, :] >= k[:, None], len(cg.tiers) - 1, 0)
-    res = evaluate_many(cg, x)
+    k = np.arange(len(cg.nodes) + 1)
+    res = evaluate_cuts(cg)
     total = np.where(res["feasible"], res["total"], np.nan)
     return k - 0.5, total
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from splitc.partition.costgraph import CostGraph, evaluate_many
+from splitc.partition.costgraph import CostGraph, evaluate_cuts, evaluate_many
 from splitc.cost.targets import Link
 from splitc.partition.problem import Goal, Infeasible, on_input_output_paths, solution
 
@@ -31,7 +31,8 @@ def _collapse(cg: CostGraph) -> CostGraph:
         radio=links[0].radio,
     )
     nodes = tuple(replace(n, latency_s=(n.latency_s[0], n.latency_s[-1])) for n in cg.nodes)
-    return replace(cg, tiers=(cg.tiers[0], cg.tiers[-1]), nodes=nodes, links=(series,),
+    tensors = tuple(t if t.coder_s is None else replace(t, coder_s=(t.coder_s[0], t.coder_s[-1])) for t in cg.tensors)
+    return replace(cg, tiers=(cg.tiers[0], cg.tiers[-1]), nodes=nodes, tensors=tensors, links=(series,),
                    encode_bytes_per_s=(cg.encode_bytes_per_s[0], cg.encode_bytes_per_s[-1]),
                    decode_bytes_per_s=(cg.decode_bytes_per_s[0], cg.decode_bytes_per_s[-1]),
                    busy_power_w=(cg.busy_power_w[0], cg.busy_power_w[-1]))
@@ -133,14 +134,17 @@ def baselines(cg: CostGraph, goal=None) -> dict:
     goal = goal or Goal()
     t0 = time.perf_counter()
     n, last = len(cg.nodes), cg.k - 1
-    x = (np.arange(n)[None, :] >= (n - np.arange(n + 1))[:, None]).astype(np.int64) * last
-    r = evaluate_many(cg, x)
+    r = evaluate_cuts(cg)  # row c: the first c nodes on the device
     metric = {"latency": "total", "energy": "energy", "throughput": "period"}[goal.objective]
-    k = int(np.argmin(np.where(r["feasible"], r[metric], np.inf)))
+    value = np.where(r["feasible"], r[metric], np.inf)[::-1]  # device-only first: ties go to the most nodes on the device
+    best = value.min()
+    # the sums are difference arrays, so equal costs may differ in the last bits: the first within round-off wins
+    i = int(np.argmax(value <= best + 1e-12 * abs(best))) if np.isfinite(best) else 0
+    c = n - i
     out = {
         "device_only": solution(cg, [0] * n, "device_only", t0),
         "cloud_only": solution(cg, [last] * n, "cloud_only", t0),
-        "best_single_cut": solution(cg, x[k], "best_single_cut", t0),
+        "best_single_cut": solution(cg, [0] * c + [last] * (n - c), "best_single_cut", t0),
     }
     if on_input_output_paths(cg) and not cg.allow_return:
         out["dads"] = solve_mincut(cg)

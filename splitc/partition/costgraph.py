@@ -36,6 +36,15 @@ class CTensor:
     encoded_bytes: int  # on the wire going up (and down, unless encoded_down_bytes says otherwise)
     codec: str = "raw"
     encoded_down_bytes: int | None = None  # e.g. results come back losslessly
+    # per tier (encode_s, decode_s) of the tensor's own coder (an image input sent as JPEG: seconds from the
+    # tier's [image] rates), in place of raw_bytes / the tier's tensor-codec rate
+    coder_s: tuple[tuple[float, float], ...] | None = None
+
+    def coder_parts(self, src: int, dst: int, encode_bytes_per_s, decode_bytes_per_s) -> tuple[float, float]:
+        """(encode seconds on tier ``src``, decode seconds on tier ``dst``)."""
+        if self.coder_s is not None:
+            return self.coder_s[src][0], self.coder_s[dst][1]
+        return self.raw_bytes / encode_bytes_per_s[src], self.raw_bytes / decode_bytes_per_s[dst]
 
 
 @dataclass(frozen=True)
@@ -75,11 +84,12 @@ class CostGraph:
     def hop_parts(self, t: CTensor, link: int, up: bool) -> tuple[float, float, float]:
         """(encode, wire, decode) seconds for ``t`` crossing ``link`` up (toward the cloud) or down."""
         src, dst = (link, link + 1) if up else (link + 1, link)
+        enc, dec = t.coder_parts(src, dst, self.encode_bytes_per_s, self.decode_bytes_per_s)
         return (
-            t.raw_bytes / self.encode_bytes_per_s[src],
+            enc,
             self.links[link].transfer_s(t.encoded_bytes if up or t.encoded_down_bytes is None else t.encoded_down_bytes,
                                         "up" if up else "down"),
-            t.raw_bytes / self.decode_bytes_per_s[dst],
+            dec,
         )
 
     def send_parts(self, t: CTensor, src: int, dst: int) -> tuple[float, float, float]:
@@ -145,82 +155,165 @@ def _live_intervals(cg: CostGraph) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+def _structure(cg: CostGraph) -> dict:
+    """The graph's topology as flat arrays (consumers and weight readers as CSR segments), cached on ``cg``."""
+    cached = cg.__dict__.get("_structure")
+    if cached is not None:
+        return cached
+    ts, ws = cg.tensors, cg.weights
+    counts = np.array([len(t.consumers) for t in ts], dtype=np.int64)
+    reader_counts = np.array([len(w.readers) for w in ws], dtype=np.int64)
+    s = {
+        "producer": np.array([-1 if t.producer is None else t.producer for t in ts], dtype=np.int64),
+        "consumers": np.fromiter((c for t in ts for c in t.consumers), dtype=np.int64, count=int(counts.sum())),
+        "counts": counts,
+        "is_output": np.array([t.is_output for t in ts], dtype=bool),
+        "raw": np.array([t.raw_bytes for t in ts], dtype=float),
+        "up_bytes": np.array([t.encoded_bytes for t in ts], dtype=float),
+        "down_bytes": np.array([t.encoded_bytes if t.encoded_down_bytes is None else t.encoded_down_bytes for t in ts],
+                               dtype=float),
+        "readers": np.fromiter((r for w in ws for r in w.readers), dtype=np.int64, count=int(reader_counts.sum())),
+        "reader_counts": reader_counts,
+        "weight_bytes": np.array([w.bytes for w in ws], dtype=float),
+    }
+    object.__setattr__(cg, "_structure", s)  # not a field: equality, hashing and replace() ignore it
+    return s
+
+
+def _hop_vectors(cg: CostGraph, link: int, up: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``hop_parts`` of every tensor at once: (encode, wire, decode) seconds, each of shape (tensors,)."""
+    s = _structure(cg)
+    src, dst = (link, link + 1) if up else (link + 1, link)
+    wire = cg.links[link].transfer_s(s["up_bytes"] if up else s["down_bytes"], "up" if up else "down")
+    enc, dec = s["raw"] / cg.encode_bytes_per_s[src], s["raw"] / cg.decode_bytes_per_s[dst]
+    for i, t in enumerate(cg.tensors):  # tensors with their own coder (image inputs): a few at most
+        if t.coder_s is not None:
+            enc[i], dec[i] = t.coder_parts(src, dst, cg.encode_bytes_per_s, cg.decode_bytes_per_s)
+    return enc, np.asarray(wire, dtype=float), dec
+
+
+def _segment_reduce(ufunc, values: np.ndarray, counts: np.ndarray, empty) -> np.ndarray:
+    """``ufunc`` over consecutive segments (of the given lengths) of ``values`` along axis 0; ``empty`` where empty."""
+    out = np.full((len(counts),) + values.shape[1:], empty, dtype=values.dtype)
+    nonempty = counts > 0
+    if nonempty.any():
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out[nonempty] = ufunc.reduceat(values, starts[nonempty], axis=0)
+    return out
+
+
 def evaluate_many(cg: CostGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     """Price many placements at once. ``x``: (m, n) array of tier indices (0 = device).
 
     Feasible: without ``allow_return``, no node reads a tensor from a tier above it; tied nodes
     share a tier. Metrics: latency (sequential), device energy, pipelined period, device memory.
+    Time and memory are linear in m x (nodes + tensors + edges).
     """
     x = np.asarray(x, dtype=np.int64)
     m, n, k = x.shape[0], x.shape[1], cg.k
+    s = _structure(cg)
     lat = np.array([nd.latency_s for nd in cg.nodes], dtype=float).reshape(n, k)
-    onehot = np.stack([(x == tier).astype(float) for tier in range(k)])  # (k, m, n)
-    compute = [onehot[tier] @ lat[:, tier] for tier in range(k)]
-    codec = [np.zeros(m) for _ in range(k)]
-    wire_up = [np.zeros(m) for _ in range(k - 1)]
-    wire_down = [np.zeros(m) for _ in range(k - 1)]
-    bytes_up = [np.zeros(m, dtype=np.int64) for _ in range(k - 1)]
-    bytes_down = [np.zeros(m, dtype=np.int64) for _ in range(k - 1)]
-    used_up = [np.zeros(m, dtype=bool) for _ in range(k - 1)]
-    used_down = [np.zeros(m, dtype=bool) for _ in range(k - 1)]
-    transfer = np.zeros(m)
+    compute = [(x == tier).astype(float) @ lat[:, tier] for tier in range(k)]
+    xt = x.T  # (n, m)
+    src = np.where(s["producer"][:, None] >= 0, xt[np.maximum(s["producer"], 0)], 0)  # (tensors, m); inputs on tier 0
+    reads = xt[s["consumers"]]
+    hi = _segment_reduce(np.maximum, reads, s["counts"], -1)
+    lo = _segment_reduce(np.minimum, reads, s["counts"], k + 1)
     feasible = np.ones(m, dtype=bool)
-    big = k + 1
-    for t in cg.tensors:
-        src = x[:, t.producer] if t.producer is not None else np.zeros(m, dtype=np.int64)
-        cons = x[:, list(t.consumers)] if t.consumers else np.empty((m, 0), dtype=np.int64)
-        hi = cons.max(axis=1) if t.consumers else np.full(m, -1)
-        lo = cons.min(axis=1) if t.consumers else np.full(m, big)
-        if not cg.allow_return:
-            feasible &= ~(lo < src)  # a reader below its producer: data would flow back
-        if t.is_output:
-            lo = np.zeros(m, dtype=np.int64)  # results end on the device
-        for link in range(k - 1):
-            up = (src <= link) & (hi >= link + 1)
-            down = (src >= link + 1) & (lo <= link)
-            if up.any():
-                enc, wire, dec = cg.hop_parts(t, link, True)
-                transfer += up * (enc + wire + dec)
-                codec[link] += up * enc
-                codec[link + 1] += up * dec
-                wire_up[link] += up * wire
-                bytes_up[link] += up * t.encoded_bytes
-                used_up[link] |= up
-            if down.any():
-                enc, wire, dec = cg.hop_parts(t, link, False)
-                transfer += down * (enc + wire + dec)
-                codec[link + 1] += down * enc
-                codec[link] += down * dec
-                wire_down[link] += down * wire
-                bytes_down[link] += down * (t.encoded_bytes if t.encoded_down_bytes is None else t.encoded_down_bytes)
-                used_down[link] |= down
+    if not cg.allow_return:
+        feasible &= ~(lo < src).any(axis=0)  # a reader below its producer: data would flow back
+    lo = np.where(s["is_output"][:, None], 0, lo)  # results end on the device
+    masks = [(((src <= l) & (hi >= l + 1)).T.astype(float), ((src >= l + 1) & (lo <= l)).T.astype(float))
+             for l in range(k - 1)]  # per link: (m, tensors) up and down crossings
     for a, b in cg.tied:
         feasible &= x[:, a] == x[:, b]
-    rtt = sum((used_up[l].astype(float) + used_down[l]) * cg.links[l].rtt_s for l in range(k - 1))
-    rtt = rtt if k > 1 else np.zeros(m)
-    total = sum(compute) + transfer + rtt
+    r = _combine(cg, compute, _crossings(cg, masks, lambda mask, vec: mask @ vec, m), feasible)
+    r["memory"] = _device_memory(cg, x)
+    return r
+
+
+def evaluate_cuts(cg: CostGraph) -> dict[str, np.ndarray]:
+    """``evaluate_many`` of the n + 1 single cuts along the topological order, without their (n + 1) x n matrix.
+
+    Row c puts nodes [0, c) on the device and [c, n) on the last tier (c = 0: all on the last tier, c = n: device
+    only). Each tensor crosses, and each infeasibility holds, for an interval of c, so every sum is a difference
+    array: time and memory O(nodes + tensors + edges). Same keys as ``evaluate_many`` but "memory".
+    """
+    n, k = len(cg.nodes), cg.k
+    s = _structure(cg)
+    lat = np.array([nd.latency_s for nd in cg.nodes], dtype=float).reshape(n, k)
+    compute = [np.zeros(n + 1) for _ in range(k)]
+    compute[0] = np.concatenate([[0.0], np.cumsum(lat[:, 0])])
+    compute[-1] = np.concatenate([np.cumsum(lat[::-1, -1])[::-1], [0.0]])
+    p = s["producer"]
+    cmax = _segment_reduce(np.maximum, s["consumers"], s["counts"], -1)
+    cmin = _segment_reduce(np.minimum, s["consumers"], s["counts"], n + 1)
+    up = (p + 1, cmax)  # producer (or input) on the device, a reader on the last tier
+    down = (np.where(s["is_output"], 0, cmin + 1), p)  # producer on the last tier, a reader (or the result) on the device
+
+    def dot(interval, vec):
+        lo, hi = interval
+        ok = lo <= hi
+        diff = np.bincount(lo[ok], vec[ok], n + 2) - np.bincount(hi[ok] + 1, vec[ok], n + 2)
+        return np.cumsum(diff)[: n + 1]
+
+    bad = np.zeros(n + 1)
+    if not cg.allow_return:
+        bad += dot((cmin + 1, p), np.ones(len(p)))
+    if cg.tied:
+        pairs = np.array(cg.tied, dtype=np.int64).reshape(-1, 2)
+        bad += dot((pairs.min(axis=1) + 1, pairs.max(axis=1)), np.ones(len(pairs)))
+    return _combine(cg, compute, _crossings(cg, [(up, down)] * (k - 1), dot, n + 1), bad < 0.5)
+
+
+def _crossings(cg: CostGraph, masks, dot, m: int) -> dict:
+    """Sums over the tensors crossing each link (``masks[link]`` = (up, down), ``dot(mask, per-tensor vector)``)."""
+    ones = np.ones(len(cg.tensors))
+    transfer = np.zeros(m)
+    codec = [np.zeros(m) for _ in range(cg.k)]
+    out = {key: [] for key in ("wire_up", "wire_down", "bytes_up", "bytes_down", "used_up", "used_down")}
+    for link, pair in enumerate(masks):
+        for mask, up, d in zip(pair, (True, False), ("up", "down")):
+            enc, wire, dec = _hop_vectors(cg, link, up)
+            src, dst = (link, link + 1) if up else (link + 1, link)
+            transfer = transfer + dot(mask, enc + wire + dec)
+            codec[src] = codec[src] + dot(mask, enc)
+            codec[dst] = codec[dst] + dot(mask, dec)
+            out[f"wire_{d}"].append(dot(mask, wire))
+            out[f"bytes_{d}"].append(np.rint(dot(mask, _structure(cg)[f"{d}_bytes"])).astype(np.int64))
+            out[f"used_{d}"].append(dot(mask, ones) > 0.5)
+    return {"transfer": transfer, "codec": codec, **out}
+
+
+def _combine(cg: CostGraph, compute: list, c: dict, feasible: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics from compute per tier and the crossing sums: latency, RTT, device energy, pipelined period."""
+    k = cg.k
+    rtt = sum((c["used_up"][l].astype(float) + c["used_down"][l]) * cg.links[l].rtt_s for l in range(k - 1))
+    total = sum(compute) + c["transfer"] + rtt
     radio = cg.links[0].radio
-    energy = cg.busy_power_w[0] * (compute[0] + codec[0])
+    energy = cg.busy_power_w[0] * (compute[0] + c["codec"][0])
     if radio is not None:
-        energy = energy + wire_up[0] * radio.power_w(cg.links[0].up_bps, "up") + wire_down[0] * radio.power_w(cg.links[0].down_bps, "down")
-    period = np.max(np.stack([compute[t] + codec[t] for t in range(k)] + [np.maximum(wire_up[l], wire_down[l]) for l in range(k - 1)]), axis=0)
-    memory = _device_memory(cg, x)
-    return {"total": total, "compute": compute, "transfer": transfer, "rtt": rtt, "feasible": feasible, "energy": energy,
-            "period": period, "memory": memory, "bytes_up": bytes_up, "bytes_down": bytes_down}
+        energy = energy + c["wire_up"][0] * radio.power_w(cg.links[0].up_bps, "up") \
+            + c["wire_down"][0] * radio.power_w(cg.links[0].down_bps, "down")
+    period = np.max(np.stack([compute[t] + c["codec"][t] for t in range(k)]
+                             + [np.maximum(c["wire_up"][l], c["wire_down"][l]) for l in range(k - 1)]), axis=0)
+    return {"total": total, "compute": compute, "transfer": c["transfer"], "rtt": rtt, "feasible": feasible,
+            "energy": energy, "period": period, "bytes_up": c["bytes_up"], "bytes_down": c["bytes_down"]}
 
 
 def _device_memory(cg: CostGraph, x: np.ndarray) -> np.ndarray:
     """Weights any device node reads + the peak, over the topological schedule, of live tensors held on the device."""
     m, n = x.shape
-    on_device = x == 0
+    s = _structure(cg)
+    on_device = (x == 0).T  # (n, m)
     weights = np.zeros(m)
-    for w in cg.weights:
-        weights += on_device[:, list(w.readers)].any(axis=1) * w.bytes
+    if cg.weights:
+        weights = s["weight_bytes"] @ _segment_reduce(np.maximum, on_device[s["readers"]], s["reader_counts"], False)
     if not cg.tensors or not n:
         return weights.astype(np.int64)
-    held = np.stack([on_device[:, t.producer] if t.producer is not None else np.ones(m, dtype=bool) for t in cg.tensors], axis=1)
+    held = np.where(s["producer"][:, None] >= 0, on_device[np.maximum(s["producer"], 0)], True)  # (tensors, m)
     starts, ends = _live_intervals(cg)
-    contrib = (held * np.array([t.raw_bytes for t in cg.tensors], dtype=float)).T  # (T, m)
+    contrib = held * s["raw"][:, None]
     diff = np.zeros((n + 1, m))
     np.add.at(diff, starts, contrib)
     np.add.at(diff, ends + 1, -contrib)
