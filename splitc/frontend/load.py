@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import onnx
@@ -37,12 +39,66 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
         raise SplitcError(f"{path}: not a readable ONNX model ({type(e).__name__}); is the file complete?") from None
     if proto.ir_version <= 0 or not proto.opset_import or not proto.graph.node:
         raise SplitcError(f"{path}: not an ONNX model (no IR version, opset or nodes); is it truncated or another format?")
-    try:
-        onnx.load_external_data_for_model(proto, str(path.parent))
-    except (OSError, onnx.checker.ValidationError) as e:
-        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise SplitcError(f"{path}: its external weight data could not be read ({detail}); keep the data files beside the model") from None
+    load_external_data(proto, path)
     return proto
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every TensorProto a graph holds: initializers, sparse initializers, attributes, subgraphs'."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read every tensor's external data into the model, whatever the onnx version: only regular files inside the
+    model's folder (resolved: no symlink leading out), never a hard link (it could be any file on the disk), and
+    only the bytes [offset, offset + length) that the file holds."""
+    folder = path.parent.resolve()
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        where = f"{path}: tensor '{tensor.name}'"
+        location = info.get("location", "")
+        try:
+            offset, length = int(info.get("offset") or 0), (int(info["length"]) if info.get("length") else None)
+        except ValueError:
+            raise SplitcError(f"{where}: its external data offset/length are not integers") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise SplitcError(f"{where}: its external data offset/length must not be negative")
+        file = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not file.is_relative_to(folder):
+            raise SplitcError(f"{where}: its external data '{location}' is outside the model's folder {folder}"
+                              " (absolute, '..' or a symlink leading out); keep the data files beside the model")
+        try:
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as e:
+            raise SplitcError(f"{where}: its external weight data '{location}' could not be read ({e.strerror});"
+                              " keep the data files beside the model") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise SplitcError(f"{where}: its external data '{location}' is not a regular file")
+            if st.st_nlink != 1:
+                raise SplitcError(f"{where}: its external data '{location}' is a hard link ({st.st_nlink} names);"
+                                  " copy the data into a file of its own")
+            end = st.st_size if length is None else offset + length
+            if offset > st.st_size or end > st.st_size:
+                raise SplitcError(f"{where}: its external data [{offset}, {end}) lies beyond the end of '{location}'"
+                                  f" ({st.st_size} bytes); the file is truncated or the model does not belong to it")
+            f.seek(offset)
+            tensor.raw_data = f.read(end - offset)
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
 
 
 def to_ir(proto: onnx.ModelProto, name: str) -> ir.Model:

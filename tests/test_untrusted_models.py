@@ -1,0 +1,105 @@
+"""Models from strangers (issue 11): whatever a model holds, compile ends with one line naming the problem, never
+reads a file the user did not name, and stays bounded in time and memory."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from splitc.compiler import compile_model
+from splitc.errors import SplitcError
+from splitc.frontend.load import load_proto
+
+SECRET = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+
+
+def _external_model(folder, location="w.bin"):
+    """m.onnx in ``folder`` whose weight w (64x64 float) lives in external data ``location``; returns its path."""
+    w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], [w])
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "m.onnx",
+                    save_as_external_data=True, location="w.bin", size_threshold=0)
+    if location != "w.bin":  # point the tensor elsewhere
+        proto = onnx.load(folder / "m.onnx", load_external_data=False)
+        for entry in proto.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = location
+        onnx.save(proto, folder / "m.onnx")
+    return folder / "m.onnx"
+
+
+def _outside(tmp_path):
+    secret = tmp_path / "elsewhere" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET.tobytes())
+    return secret
+
+
+def _set(model, **fields):
+    proto = onnx.load(model, load_external_data=False)
+    entries = proto.graph.initializer[0].external_data
+    for key, value in fields.items():
+        for e in entries:
+            if e.key == key:
+                e.value = str(value)
+                break
+        else:
+            entries.add(key=key, value=str(value))
+    onnx.save(proto, model)
+
+
+def test_external_data_symlinked_out_of_the_folder_is_refused(tmp_path):
+    model = _external_model(tmp_path / "m")
+    (tmp_path / "m" / "w.bin").unlink()
+    (tmp_path / "m" / "w.bin").symlink_to(_outside(tmp_path))
+    with pytest.raises(SplitcError, match=r"tensor 'w'.*outside the model's folder"):
+        load_proto(model)
+
+
+def test_external_data_under_a_symlinked_folder_is_refused(tmp_path):
+    secret = _outside(tmp_path)
+    model = _external_model(tmp_path / "m", location="sub/secret.bin")
+    (tmp_path / "m" / "sub").symlink_to(secret.parent, target_is_directory=True)
+    with pytest.raises(SplitcError, match=r"tensor 'w'.*outside the model's folder"):
+        load_proto(model)
+
+
+@pytest.mark.parametrize("location", ["../elsewhere/secret.bin", "ABSOLUTE"])
+def test_external_data_path_leading_out_is_refused(tmp_path, location):
+    secret = _outside(tmp_path)
+    model = _external_model(tmp_path / "m", location=str(secret) if location == "ABSOLUTE" else location)
+    with pytest.raises(SplitcError, match=r"tensor 'w'.*outside the model's folder"):
+        load_proto(model)
+
+
+def test_external_data_hard_link_is_refused(tmp_path):
+    model = _external_model(tmp_path / "m")
+    (tmp_path / "m" / "w.bin").unlink()
+    os.link(_outside(tmp_path), tmp_path / "m" / "w.bin")
+    with pytest.raises(SplitcError, match=r"tensor 'w'.*hard link"):
+        load_proto(model)
+
+
+def test_external_data_symlink_inside_the_folder_loads(tmp_path):
+    model = _external_model(tmp_path / "m")
+    (tmp_path / "m" / "w.bin").rename(tmp_path / "m" / "real.bin")
+    (tmp_path / "m" / "w.bin").symlink_to("real.bin")
+    proto = load_proto(model)
+    np.testing.assert_array_equal(numpy_helper.to_array(proto.graph.initializer[0]), np.ones((64, 64), np.float32))
+
+
+@pytest.mark.parametrize("fields", [{"offset": 64 * 64 * 4}, {"length": 64 * 64 * 4 + 4}, {"offset": 8, "length": 64 * 64 * 4},
+                                    {"offset": -4}, {"length": "many"}])
+def test_external_data_offset_or_length_out_of_range_is_one_line(tmp_path, fields):
+    model = _external_model(tmp_path / "m")
+    _set(model, **fields)
+    with pytest.raises(SplitcError, match=r"tensor 'w'.*(beyond the end|negative|not integers)") as e:
+        compile_model(model, None)
+    assert "\n" not in str(e.value)
