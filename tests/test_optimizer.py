@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from splitc.partition.costgraph import CNode, CostGraph, CTensor, evaluate, evaluate_many
 from splitc.partition.baselines import baselines, brute_force, solve_mincut
-from splitc.partition.optimizer import solve_ilp
-from splitc.cost.targets import Link
+from splitc.partition.optimizer import Goal, solve, solve_ilp
+from splitc.cost.targets import Link, parse_link
 
 REL = 1e-9
 
@@ -157,8 +157,8 @@ def test_tensor_with_three_server_consumers_is_sent_once():
     cost = evaluate(cg, [0, 1, 1, 1])
     assert cost.feasible
     assert cost.transfer_s == approx(100_000 / 1e6 + 3 * 10 / 2e6)
-    assert cost.rtt_s == approx(0.1)
-    assert cost.total_s == approx(0.01 + 0.03 + 0.1 + 0.000015 + 0.1)
+    assert cost.rtt_s == approx(0.05)  # one round trip
+    assert cost.total_s == approx(0.01 + 0.03 + 0.1 + 0.000015 + 0.05)
     for solve in (solve_ilp, solve_mincut, brute_force):
         sol = solve(cg)
         assert sol.placement == (0, 1, 1, 1), solve.__name__
@@ -179,7 +179,7 @@ def test_residual_cut_crosses_two_tensors():
             CTensor("y", 3, (), True, 1000, 1000),
         ],
     )
-    expected = 0.01 + 0.01 + 0.01 + 0.01 + (70_000 / 1e6) + (1000 / 2e6) + 2 * 0.05
+    expected = 0.01 + 0.01 + 0.01 + 0.01 + (70_000 / 1e6) + (1000 / 2e6) + 0.05
     for solve in (solve_ilp, solve_mincut, brute_force):
         sol = solve(cg)
         assert sol.placement == (0, 0, 1, 1), solve.__name__
@@ -213,7 +213,7 @@ def test_input_consumed_by_two_nodes():
         assert solve(cg).placement == (0, 0), solve.__name__
 
 
-def test_rtt_once_per_direction_used():
+def test_rtt_half_each_way_per_direction_used():
     # x -> a -> t -> b -> u -> c -> y ; plus a node z that reads nothing and feeds output yz,
     # and a node d whose result nobody reads.
     cg = graph(
@@ -229,19 +229,22 @@ def test_rtt_once_per_direction_used():
     )
     rtt = LINK.rtt_s
     assert evaluate(cg, [0, 0, 0, 0, 0]).rtt_s == 0.0
-    assert evaluate(cg, [1, 1, 1, 1, 1]).rtt_s == approx(2 * rtt)
+    # a request/response exchange (up and back down) is one round trip: one RTT, half each way
+    assert evaluate(cg, [1, 1, 1, 1, 1]).rtt_s == approx(rtt)
     assert evaluate(cg, [0, 1, 0, 0, 0]).feasible is False  # u would flow back to the device
-    assert evaluate(cg, [0, 1, 1, 0, 0]).rtt_s == approx(2 * rtt)  # one cut each way
-    assert evaluate(cg, [0, 1, 1, 1, 0]).rtt_s == approx(2 * rtt)  # two tensors down: still one RTT
-    assert evaluate(cg, [0, 0, 0, 0, 1]).rtt_s == approx(rtt)  # up only
-    assert evaluate(cg, [0, 0, 0, 1, 0]).rtt_s == approx(rtt)  # down only
-    assert evaluate(cg, [0, 0, 0, 1, 1]).rtt_s == approx(2 * rtt)
+    assert evaluate(cg, [0, 1, 1, 0, 0]).rtt_s == approx(rtt)  # one cut each way
+    assert evaluate(cg, [0, 1, 1, 1, 0]).rtt_s == approx(rtt)  # two tensors down: still one RTT
+    assert evaluate(cg, [0, 0, 0, 0, 1]).rtt_s == approx(rtt / 2)  # up only
+    assert evaluate(cg, [0, 0, 0, 1, 0]).rtt_s == approx(rtt / 2)  # down only
+    assert evaluate(cg, [0, 0, 0, 1, 1]).rtt_s == approx(rtt)
+    full = evaluate(cg, [1, 1, 1, 1, 1])
+    assert full.total_s == approx(sum(full.compute_s) + full.transfer_s + rtt)
 
 
 def test_rtt_decides_between_offloading_and_staying():
-    # one node: 0.3 s on the device, free on the server; zero-size tensors; offloading pays 2 RTTs
+    # one node: 0.3 s on the device, free on the server; zero-size tensors; offloading pays one round trip
     tensors = [CTensor("x", None, (0,), False, 0, 0), CTensor("y", 0, (), True, 0, 0)]
-    for rtt, where in ((0.1, 1), (0.2, 0)):
+    for rtt, where in ((0.25, 1), (0.35, 0)):
         cg = graph([("a", (0.3, 0.0))], tensors, link=Link("l", 8e6, 8e6, rtt))
         for solve in (solve_ilp, solve_mincut, brute_force):
             assert solve(cg).placement == (where,), (solve.__name__, rtt)
@@ -249,10 +252,10 @@ def test_rtt_decides_between_offloading_and_staying():
 
 def test_sourceless_node_offloads_with_one_rtt():
     # z reads nothing (like RandomNormal) and is slow on the device; c reads x and is a bit
-    # faster on the server. Offloading z alone pays one RTT (down); also offloading c would
-    # save 0.04 s of compute but costs a second RTT (up).
+    # faster on the server. Offloading z alone pays half an RTT (down only); also offloading c
+    # would save 0.02 s of compute but costs the other half (up).
     cg = graph(
-        [("z", (1.0, 0.0)), ("c", (0.04, 0.0))],
+        [("z", (1.0, 0.0)), ("c", (0.02, 0.0))],
         [
             CTensor("x", None, (1,), False, 0, 0),
             CTensor("yz", 0, (), True, 0, 0),
@@ -261,7 +264,7 @@ def test_sourceless_node_offloads_with_one_rtt():
     )
     best = brute_force(cg)
     assert best.placement == (1, 0)
-    assert best.cost.total_s == approx(0.04 + 0.05)
+    assert best.cost.total_s == approx(0.02 + 0.025)
     for relax in (True, False):
         sol = solve_ilp(cg, relax=relax)
         assert sol.placement == (1, 0)
@@ -282,7 +285,39 @@ def test_tied_nodes_share_a_tier():
     for solve in (solve_ilp, solve_mincut, brute_force):
         sol = solve(cg)
         assert sol.placement == (1, 1), solve.__name__
-        assert sol.cost.total_s == approx(0.5 + 0.1)
+        assert sol.cost.total_s == approx(0.5 + 0.05)  # one round trip
+
+
+def test_idle_power_while_waiting_moves_the_energy_plan():
+    # x -> a -> t -> b -> y, zero-size tensors (no radio energy), a round trip of 20 ms.
+    # latency: device only 0.10 s; a on the device, b on the server 0.03 + 0.07 + 0.02 = 0.12 s; all on the
+    # server 0.20 + 0.07 + 0.02 = 0.29 s. Device busy 5 W, idle 2 W.
+    from dataclasses import replace
+
+    cg = graph([("a", (0.03, 0.2)), ("b", (0.07, 0.07))],
+               [CTensor("x", None, (0,), False, 0, 0), CTensor("t", 0, (1,), False, 0, 0), CTensor("y", 1, (), True, 0, 0)],
+               link=Link("l", 8e6, 8e6, 0.02, radio=parse_link("wifi").radio))
+    cg = replace(cg, busy_power_w=(5.0, 50.0), idle_power_w=(2.0, 20.0))
+    cut = evaluate(cg, [0, 1])
+    # the device computes 0.03 s and waits 0.09 s for the wire and the server
+    assert cut.energy_j == approx(5.0 * 0.03 + 2.0 * 0.09)
+    assert evaluate(cg, [1, 1]).energy_j == approx(2.0 * 0.29)
+    latency = solve_ilp(cg).placement
+    energy = solve(cg, Goal("energy"))
+    assert latency == (0, 0)
+    # waiting costs: the server-only plan (0 J of compute) waits 0.29 s; the cut computes 0.03 s and waits 0.09 s
+    assert energy.placement == (0, 1) != latency
+    assert energy.cost.energy_j == approx(brute_force(cg, goal=Goal("energy")).cost.energy_j)
+    # priced without the waiting, the device would hand everything to the server
+    assert solve(replace(cg, idle_power_w=(0.0, 0.0)), Goal("energy")).placement == (1, 1)
+
+
+def test_idle_power_above_busy_power_is_refused():
+    from dataclasses import replace
+
+    cg = graph([("a", (0.1, 0.1))], [CTensor("x", None, (0,), False, 0, 0), CTensor("y", 0, (), True, 0, 0)])
+    with pytest.raises(ValueError, match="idle power"):
+        replace(cg, busy_power_w=(2.0, 2.0), idle_power_w=(3.0, 0.0))
 
 
 def test_codec_and_wire_time():

@@ -45,7 +45,8 @@ def random_graph(seed: int, n: int, k: int, allow_return: bool = False, structur
     links = tuple(Link(f"l{j}", r.choice([2e6, 20e6, 200e6]), r.choice([10e6, 100e6]), r.choice([0.001, 0.02]), radio=RADIO)
                   for j in range(k - 1))
     return CostGraph(tuple(f"t{t}" for t in range(k)), nodes, tuple(tensors), links, tuple([2e8] + [2e9] * (k - 1)),
-                     tuple([3e8] + [3e9] * (k - 1)), (), weights, tuple([6.0] + [50.0] * (k - 1)), allow_return)
+                     tuple([3e8] + [3e9] * (k - 1)), (), weights, tuple([6.0] + [50.0] * (k - 1)), allow_return,
+                     tuple([r.choice([0.0, 2.7, 6.0])] + [20.0] * (k - 1)))  # idle power: none, a Pi's, = busy
 
 
 def assert_same_optimum(cg: CostGraph, goal: Goal):

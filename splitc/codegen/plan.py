@@ -124,7 +124,7 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
         "targets": [
             {"name": t.name, "role": "device" if i == 0 else ("server" if i == len(targets) - 1 else "edge"),
              "description": t.description, "encode_bytes_per_s": t.encode_bytes_per_s, "decode_bytes_per_s": t.decode_bytes_per_s,
-             "busy_power_w": t.busy_power_w}
+             "busy_power_w": t.busy_power_w, "idle_power_w": t.idle_power_w}
             for i, t in enumerate(targets)
         ],
         "links": [{"from": targets[i].name, "to": targets[i + 1].name, "name": l.name, "up_bps": l.up_bps,
@@ -136,7 +136,7 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
         "allow_return": cg.allow_return,
         "boundary_codec": options.boundary,
         "cost_model": ("total_s = sum(nodes[].latency_s[nodes[].target]) + sum(boundary[].encode_s + transfer_s + decode_s)"
-                       " + sum over links of links[l].rtt_s x (directions, up and down, that boundary[] uses on link l)"),
+                       " + sum over links of links[l].rtt_s / 2 x (directions, up and down, that boundary[] uses on link l)"),
         "nodes": nodes,
         "tensors": tensors,
         "boundary": boundary,
@@ -154,4 +154,4 @@ def recompute_total(plan: dict) -> float:
     compute = sum(n["latency_s"][n["target"]] for n in plan["nodes"] if n["target"] in n["latency_s"])
     transfer = sum(b["encode_s"] + b["transfer_s"] + b["decode_s"] for b in plan["boundary"])
     used = {(b.get("link", 0), b.get("direction", "down" if b["to"] == plan["targets"][0]["name"] else "up")) for b in plan["boundary"]}
-    return compute + transfer + sum(plan["links"][link]["rtt_s"] for link, _ in used)
+    return compute + transfer + sum(plan["links"][link]["rtt_s"] / 2 for link, _ in used)  # half an RTT each way

@@ -175,6 +175,9 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
     for key in ("busy_w", "idle_w"):
         if key in power:
             _need(power, key, f"{where} [power]")
+    if not 0 <= float(power.get("idle_w", 0.0)) <= float(power.get("busy_w", 0.0)):
+        raise SplitcError(f"{where} [power]: need 0 <= idle_w <= busy_w (got idle_w {power.get('idle_w', 0.0)},"
+                          f" busy_w {power.get('busy_w', 0.0)}); a device draws at least its idle power when busy")
     fit_table = data.get("fit", {})
     if not isinstance(fit_table, dict):
         raise SplitcError(f"{where}: [fit] must be a table of [fit.<op class>] tables")

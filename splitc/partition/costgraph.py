@@ -7,7 +7,11 @@ indices are a topological order.
 
 Transfers are store-and-forward: a tensor crossing link l (between tiers l and l+1) is encoded
 on the sending tier, sent at the link's rate and decoded on the receiving tier, once per link
-and direction however many consumers it has. Each direction of a link that is used pays its RTT.
+and direction however many consumers it has. Each direction of a link that is used pays half its
+RTT (the one-way delay): a request/response exchange (device -> server -> device) pays one RTT.
+
+Device energy per frame: busy power while the device computes or codes, idle power for the rest of
+the frame (waiting for the wire and the server), plus the radio's power while it sends or receives.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class CostGraph:
     weights: tuple[CWeight, ...] = ()
     busy_power_w: tuple[float, ...] = ()  # per tier; the device's is used for energy
     allow_return: bool = False  # may tensors flow back toward the device?
+    idle_power_w: tuple[float, ...] = ()  # per tier; the device draws it while it waits within a frame
 
     def __post_init__(self):
         if isinstance(self.links, Link):
@@ -76,6 +81,10 @@ class CostGraph:
             raise ValueError(f"{len(self.tiers)} tiers need {len(self.tiers) - 1} links, got {len(self.links)}")
         if not self.busy_power_w:
             object.__setattr__(self, "busy_power_w", (0.0,) * len(self.tiers))
+        if not self.idle_power_w:
+            object.__setattr__(self, "idle_power_w", (0.0,) * len(self.tiers))
+        if not 0.0 <= self.idle_power_w[0] <= self.busy_power_w[0]:  # coarsening's pull-up rule relies on it
+            raise ValueError(f"device idle power {self.idle_power_w[0]} W must lie in [0, busy power {self.busy_power_w[0]} W]")
 
     @property
     def k(self) -> int:
@@ -118,7 +127,7 @@ class Breakdown:
     transfer_s: float  # encode + wire + decode of every crossing
     rtt_s: float
     feasible: bool  # data-flow direction and fused groups respected (constraints are checked apart)
-    energy_j: float = 0.0  # device energy per frame: busy power x device time + radio energy
+    energy_j: float = 0.0  # device energy per frame: busy x device time + idle x the rest of the frame + radio energy
     period_s: float = 0.0  # pipelined: 1 / frames per second = the busiest tier or link
     device_memory_bytes: int = 0  # weights + peak live activations on the device
     link_bytes: tuple[tuple[int, int], ...] = ()  # per link: (bytes up, bytes down)
@@ -288,10 +297,12 @@ def _crossings(cg: CostGraph, masks, dot, m: int) -> dict:
 def _combine(cg: CostGraph, compute: list, c: dict, feasible: np.ndarray) -> dict[str, np.ndarray]:
     """The metrics from compute per tier and the crossing sums: latency, RTT, device energy, pipelined period."""
     k = cg.k
-    rtt = sum((c["used_up"][l].astype(float) + c["used_down"][l]) * cg.links[l].rtt_s for l in range(k - 1))
+    # half an RTT per direction used: the one-way delay each way
+    rtt = sum((c["used_up"][l].astype(float) + c["used_down"][l]) * (cg.links[l].rtt_s / 2) for l in range(k - 1))
     total = sum(compute) + c["transfer"] + rtt
     radio = cg.links[0].radio
-    energy = cg.busy_power_w[0] * (compute[0] + c["codec"][0])
+    busy = compute[0] + c["codec"][0]
+    energy = cg.busy_power_w[0] * busy + cg.idle_power_w[0] * (total - busy)  # idle while the frame waits
     if radio is not None:
         energy = energy + c["wire_up"][0] * radio.power_w(cg.links[0].up_bps, "up") \
             + c["wire_down"][0] * radio.power_w(cg.links[0].down_bps, "down")

@@ -10,10 +10,11 @@ y[t][j] >= z[c][j] for every consumer c says "some reader is above the link", an
 over the link is y[t][j] - z[p][j]: paid once, however many readers. Without return flows,
 z[c][j] >= z[p][j] on every edge and an output produced above the link is downloaded: z[p][j].
 When every node lies on an input-to-output path, link l is used in both directions exactly when
-some node is above it, so its RTT is 2 rtt U_l with U_l >= z[v][j]. Every row is then a difference
+some node is above it, so it pays half an RTT each way, rtt U_l in all, with U_l >= z[v][j] (otherwise
+each direction used pays rtt / 2). Every row is then a difference
 constraint: the matrix is totally unimodular and the LP relaxation has integral vertices, so the
-latency problem is solved as an LP (checked to be 0/1). Energy and device memory are linear in
-the same variables; throughput minimises a bottleneck T over tiers and links; constraints are
+latency problem is solved as an LP (checked to be 0/1). Energy (busy power x device time + idle
+power x (latency - device time) + radio) and device memory are linear in the same variables; throughput minimises a bottleneck T over tiers and links; constraints are
 rows on those expressions. Those (and return flows) are solved as MIPs with zero gap.
 """
 
@@ -104,9 +105,9 @@ class _Formulation:
                 used = var(f"U{link}", 0, 1)
                 for v in range(n):
                     self.prob += used >= self.z[v][link + 1]
-                rtt.append(2 * r * used)
+                rtt.append(r * used)  # a round trip: half an RTT up, half down
             else:
-                rtt.append(r * (self._uses.get((link, True), 0) + self._uses.get((link, False), 0)))
+                rtt.append(r / 2 * (self._uses.get((link, True), 0) + self._uses.get((link, False), 0)))
         self.codec = [pulp.lpSum(c) for c in codec]
         self.wire_up = [pulp.lpSum(w) for w in wire_up]
         self.wire_down = [pulp.lpSum(w) for w in wire_down]
@@ -133,7 +134,8 @@ class _Formulation:
 
     def _energy(self):
         cg = self.cg
-        energy = cg.busy_power_w[0] * (self.compute[0] + self.codec[0])
+        busy = self.compute[0] + self.codec[0]
+        energy = cg.busy_power_w[0] * busy + cg.idle_power_w[0] * (self.metrics["latency"] - busy)  # idle while waiting
         radio = cg.links[0].radio
         if radio is not None:
             energy += radio.power_w(cg.links[0].up_bps, "up") * self.wire_up[0]
