@@ -230,6 +230,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/splitc-prediction-error", help="working directory (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, profile and measurement (default: 1)")
+    ap.add_argument("--spinning", action="store_true", help="splitc profile --spinning, and the same in the measured sessions")
     ap.add_argument("--optimization", default="all", help="onnxruntime graph optimization level (default: all)")
     ap.add_argument("--profile-runs", type=int, default=30, help="splitc profile --runs (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=6, help="interleaved measurement rounds (default: %(default)s)")
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = Settings(args.optimization, args.threads, 3, args.profile_runs)
+    settings = Settings(args.optimization, args.threads, 3, args.profile_runs, args.spinning)
     name = "bench-" + (os.uname().nodename.split(".")[0] or "host")
     load_start = os.getloadavg()
     log(f"start; machine load {load_start}")
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
             continue
         cmd = [sys.executable, "-m", "splitc", "profile", *[str(p) for _, p in train], "--name", name, "-o", str(path),
                "--force", "--threads", str(args.threads), "--optimization", args.optimization, "--runs", str(args.profile_runs),
-               *extra]
+               *extra, *(["--spinning"] if args.spinning else [])]
         log("profiling: splitc " + " ".join(cmd[3:]))
         subprocess.run(cmd, check=True, cwd=REPO)
     models_only = load_target(str(only_path))

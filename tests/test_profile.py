@@ -226,3 +226,40 @@ def test_cli_profile_errors_are_one_line(models, tmp_path):
     symbolic = run_cli("profile", str(models["symbolic"]), "--name", "t", "-o", str(tmp_path / "t.toml"), "--runs", "1")
     assert "--input-shape" in one_error(symbolic)
     assert not (tmp_path / "t.toml").exists()
+
+
+def test_input_shapes_go_to_the_models_that_have_the_input():
+    from splitc.tools.profiler import assign_input_shapes
+
+    inputs = {"a.onnx": {"x"}, "nets/b.onnx": {"images", "input:0"}}
+    # a plain NAME applies only where the input exists: b, without 'x', is left alone
+    assert assign_input_shapes({"x": (1, 8, 32)}, inputs) == {"a.onnx": {"x": (1, 8, 32)}, "nets/b.onnx": {}}
+    # MODEL:NAME (as given or the file name) scopes it, and wins over a plain NAME for that model
+    got = assign_input_shapes({"images": (1, 3, 64, 64), "b.onnx:images": (1, 3, 32, 32), "a.onnx:x": (1, 4, 32)}, inputs)
+    assert got == {"a.onnx": {"x": (1, 4, 32)}, "nets/b.onnx": {"images": (1, 3, 32, 32)}}
+    assert assign_input_shapes({"nets/b.onnx:images": (1, 3, 8, 8)}, inputs)["nets/b.onnx"] == {"images": (1, 3, 8, 8)}
+    # a ':' inside an input name is not a model
+    assert assign_input_shapes({"input:0": (1, 2)}, inputs)["nets/b.onnx"] == {"input:0": (1, 2)}
+    assert assign_input_shapes({"b.onnx:input:0": (1, 2)}, inputs)["nets/b.onnx"] == {"input:0": (1, 2)}
+    with pytest.raises(SplitcError, match="b.onnx has no input 'x' \\(its inputs: images, input:0\\)"):
+        assign_input_shapes({"b.onnx:x": (1,)}, inputs)
+    with pytest.raises(SplitcError, match="names nope, which none of the models has"):
+        assign_input_shapes({"nope": (1,)}, inputs)
+
+
+def test_cli_profile_takes_a_shape_per_model(models, tmp_path):
+    # the same input name 'x' at two sequence lengths, one per model; a third model has no 'x' at all
+    short, long = tmp_path / "short.onnx", tmp_path / "long.onnx"
+    short.write_bytes(models["symbolic"].read_bytes())
+    long.write_bytes(models["symbolic"].read_bytes())
+    out = tmp_path / "p.toml"
+    proc = run_cli("profile", str(short), str(long), str(models["chain"]), "--name", "p", "-o", str(out),
+                   "--input-shape", "short.onnx:x=1x8x32", "--input-shape", f"{long}:x=1x64x32",
+                   "--runs", "1", "--warmup", "0", "--threads", "1", "--no-calibration", "--json")
+    assert proc.returncode == 0, proc.stderr
+    predicted = {Path(m["model"]).name: m["predicted_s"] for m in json.loads(proc.stdout)["models"]}
+    # the same fitted per-node models price the same graph: only the shapes differ (8x the tokens; swapped or
+    # shared shapes would give <= or ==)
+    assert predicted["long.onnx"] > predicted["short.onnx"] > 0
+    assert "no input 'y'" in one_error(run_cli("profile", str(short), "--name", "q", "-o", str(tmp_path / "q.toml"),
+                                               "--input-shape", "short.onnx:y=1x8x32"))

@@ -377,10 +377,10 @@ def cmd_profile(args) -> int:
 
     from splitc.codegen import output
     from splitc.frontend.load import parse_input_shapes
-    from splitc.tools.profiler import Settings, profile_device
+    from splitc.tools.profiler import Settings, assign_input_shapes, profile_device
     from splitc.cost.targets import parse_profile
 
-    settings = Settings(args.optimization, args.threads, args.warmup, args.runs)
+    settings = Settings(args.optimization, args.threads, args.warmup, args.runs, args.spinning)
     out = Path(args.output)
     if out.suffix != ".toml":
         raise SplitcError(f"-o {args.output}: a profile is a .toml file, e.g. -o {out.with_suffix('.toml').name}")
@@ -391,20 +391,16 @@ def cmd_profile(args) -> int:
     if not out.parent.resolve().is_dir():
         raise SplitcError(f"-o {args.output}: directory {out.parent} does not exist")
     shapes = parse_input_shapes(args.input_shape)
-    models, used = [], set()
+    inputs = {}
     for path in args.models:
         if not Path(path).is_file():
             raise SplitcError(f"{path}: no such file")
         try:
-            names = {i.name for i in onnx.load(path, load_external_data=False).graph.input}
+            inputs[path] = {i.name for i in onnx.load(path, load_external_data=False).graph.input}
         except Exception:  # noqa: BLE001  (import_model names the problem)
-            names = set()
-        mine = {k: v for k, v in shapes.items() if k in names}
-        used |= set(mine)
-        models.append((path, mine))
-    unused = sorted(set(shapes) - used)
-    if unused:
-        raise SplitcError(f"--input-shape names {', '.join(unused)}, which none of the models has as an input")
+            inputs[path] = set()
+    per_model = assign_input_shapes(shapes, inputs)
+    models = [(path, per_model[path]) for path in args.models]
     show = not (args.quiet or args.json)
     with _run_progress(show, len(models) * (settings.warmup + settings.runs)) as tick:  # + calibration, shown apart
         run = profile_device(models, args.name, settings, description=args.description, calibration=args.calibration,

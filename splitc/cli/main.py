@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--name", required=True, help="the profile's name, as plans and --target will show it")
     pr.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="where to write the profile")
     pr.add_argument("--input-shape", action="append", metavar="NAME=DxD..",
-                    help="fix symbolic input dims, e.g. x=1x3x224x224; applies to every model with that input")
+                    help="fix symbolic input dims: NAME=DxD.. applies to every model that has an input NAME (an error"
+                         " if none has it); MODEL.onnx:NAME=DxD.. to that model only (as given, or its file name), e.g."
+                         " --input-shape a.onnx:x=1x3x224x224 --input-shape b.onnx:x=1x3x640x640")
     pr.add_argument("--optimization", choices=("disable", "basic", "extended", "all"), default="all",
                     help="onnxruntime graph optimization level the deployment uses (default: %(default)s)")
     pr.add_argument("--threads", type=int, default=0,

@@ -10,6 +10,7 @@ after a back-off that doubles up to ``backoff[1]`` and resets on the first succe
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -109,6 +110,7 @@ class RemoteSplitModel:
             http, _ = _tritonclient()
             client = http.InferenceServerClient(self.hostport, connection_timeout=self.timeout, network_timeout=self.timeout,
                                                 ssl=self.https, ssl_options={"ca_certs": self.ca} if self.ca else None)
+            _no_delay(client)
             self._local.client = client
         return client
 
@@ -253,6 +255,15 @@ class RemoteSplitModel:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._drop_client()
+
+
+def _no_delay(client) -> None:
+    """TCP_NODELAY on the client's sockets: geventhttpclient writes headers and body apart, and Nagle's algorithm
+    then holds the body until the server's delayed ACK (~40 ms a request on Linux). ``after_connect`` is
+    geventhttpclient's hook for socket options; without it (another version) the client still works, slower."""
+    pool = getattr(getattr(client, "_client_stub", None), "_connection_pool", None)
+    if pool is not None and hasattr(pool, "after_connect"):
+        pool.after_connect = lambda sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Done:

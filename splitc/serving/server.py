@@ -58,6 +58,14 @@ def load_models(out: Path, threads: int = 0) -> tuple[list, list[str]]:
     return models, notes
 
 
+def _quiet_client_errors(record: logging.LogRecord) -> bool:
+    """KServe logs a traceback for every 400/404 it answers: a flood of bad requests would flood the log (and a
+    full stdout pipe would stall the server). The client gets the one-line reason; the log keeps real errors."""
+    from kserve.errors import InvalidInput, ModelNotFound
+
+    return not (record.exc_info and isinstance(record.exc_info[1], (InvalidInput, ModelNotFound)))
+
+
 class Guard:
     """ASGI middleware in front of KServe's app: token, size limit, and only the endpoints a device needs."""
 
@@ -94,6 +102,10 @@ class Guard:
             if size > limit:
                 return await _reply(send, 413, f"request body over this model's limit of {limit} bytes")
         whole = b"".join(body)
+        if m and m.group(2) == "/infer" and b"inference-header-content-length" not in headers:
+            # a plain JSON request: tritonclient sends it without a Content-Type, which KServe then reads as bytes
+            # and rejects for lacking this header; per OIP, a header length of the whole body means "all JSON"
+            scope = {**scope, "headers": [*scope["headers"], (b"inference-header-content-length", str(len(whole)).encode())]}
         sent = False
 
         async def replay():
@@ -128,6 +140,7 @@ def serve(out: Path, host: str = "127.0.0.1", port: int = 8000, grpc_port: int |
                          ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):  # after KServe's logging setup
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("kserve").addFilter(_quiet_client_errors)
     for model in models:
         server.register_model(model)
     app.add_middleware(Guard, token=token, limits={m.name: m.max_request_bytes for m in models})

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class Settings:
     threads: int = 0  # intra-op threads; 0 = onnxruntime's default (one per physical core)
     warmup: int = 5
     runs: int = 30
+    spinning: bool = False  # idle intra-op threads spin for work (onnxruntime's default) instead of sleeping
 
     def __post_init__(self):
         if self.optimization not in OPT_LEVELS:
@@ -70,6 +71,12 @@ def session_options(settings: Settings, *, profile_prefix: str | None = None, op
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # With more than one thread, onnxruntime's workers spin for tens of ms after each parallel section by default.
+    # The profiled and the plain session run interleaved: a pool still spinning steals a core from the other
+    # session (on 2 cores, 2-thread runs measured 3-5x slower), and the profiler's per-kernel medians miss it.
+    # So no pool spins once its run returns; between parallel sections it spins only with ``spinning``.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -386,8 +393,12 @@ def machine_description() -> str:
 
 def feeds_for(model_path: str | Path, input_shapes=None) -> dict[str, np.ndarray]:
     from splitc.compiler import import_model
+    from splitc.cost.passes.tensor_bytes import TensorBytesPass
+    from splitc.pipeline import run_passes
 
-    return synthetic_inputs(_specs(import_model(model_path, input_shapes)))
+    model = import_model(model_path, input_shapes)
+    run_passes([TensorBytesPass(Path(model_path).name)], model)  # _specs reads the tensor annotations
+    return synthetic_inputs(_specs(model))
 
 
 # --------------------------------------------------------------------------------------------- calibration
@@ -611,7 +622,7 @@ class ProfileRun:
 
 def measure_calibration(settings: Settings, progress: Callable[[int, int], None] | None = None) -> list[ModelProfile]:
     """Measure :func:`calibration_models` (at most 15 runs each: they are small and steady)."""
-    cal_settings = Settings(settings.optimization, settings.threads, min(settings.warmup, 3), min(settings.runs, 15))
+    cal_settings = replace(settings, warmup=min(settings.warmup, 3), runs=min(settings.runs, 15))
     models = calibration_models()
     out = []
     with tempfile.TemporaryDirectory(prefix="splitc-calibration-") as tmp:
@@ -621,6 +632,46 @@ def measure_calibration(settings: Settings, progress: Callable[[int, int], None]
             out.append(measure_model(path, None, cal_settings))
             if progress:
                 progress(i + 1, len(models))
+    return out
+
+
+def assign_input_shapes(shapes: dict[str, tuple[int, ...]], inputs: dict[str, set[str]]) -> dict[str, dict]:
+    """Which ``--input-shape`` entries apply to which model (``inputs``: model path as given -> its input names).
+
+    ``NAME=shape`` applies to every model that has an input NAME; ``MODEL:NAME=shape`` (MODEL as given on the
+    command line, or its file name) only to that model, over a plain ``NAME=shape``. An entry that applies to
+    no model is an error (a typo, or the wrong model). An input name may itself hold ':' (``input:0``): the
+    prefix is a model only when it names one of the models.
+    """
+    def model_of(key: str) -> tuple[list[str], str] | None:
+        prefix, sep, name = key.partition(":")
+        while sep:
+            hits = [p for p in inputs if prefix in (p, Path(p).name)]
+            if hits:
+                return hits, name
+            more, sep, name = name.partition(":")
+            prefix = f"{prefix}:{more}"
+        return None
+
+    out: dict[str, dict] = {p: {} for p in inputs}
+    unused, scoped = [], []
+    for key, dims in shapes.items():
+        target = model_of(key)
+        if target is None:
+            users = [p for p, names in inputs.items() if key in names]
+            unused += [] if users else [key]
+            for p in users:
+                out[p].setdefault(key, dims)
+        else:
+            scoped.append((key, target, dims))
+    if unused:
+        raise SplitcError(f"--input-shape names {', '.join(sorted(unused))}, which none of the models has as an input;"
+                          " write MODEL.onnx:NAME=DxD.. to give one model's input")
+    for key, (paths, name), dims in scoped:
+        for p in paths:
+            if name not in inputs[p]:
+                raise SplitcError(f"--input-shape {key}: {p} has no input '{name}' (its inputs: {', '.join(sorted(inputs[p])) or 'none'})")
+            out[p][name] = dims
     return out
 
 
@@ -665,6 +716,7 @@ def profile_device(
         "onnxruntime": ort.__version__,
         "optimization": settings.optimization,
         "threads": settings.threads,
+        "spinning": settings.spinning,
         "warmup": settings.warmup,
         "runs": settings.runs,
         "profiler_bias_s": bias,
@@ -677,7 +729,7 @@ def profile_device(
     sources = [
         f"measured by splitc profile on {machine_description()} at {table['date']}",
         f"onnxruntime {ort.__version__} CPUExecutionProvider, graph optimization '{settings.optimization}', intra-op threads:"
-        f" {threads}; {settings.warmup} warm-up + {settings.runs} measured runs per model, per-kernel medians",
+        f" {threads} ({'spinning' if settings.spinning else 'not spinning'} when idle); {settings.warmup} warm-up + {settings.runs} measured runs per model, per-kernel medians",
         "models: " + ", ".join(f"{label} ({p.kernels} kernels, {len(p.groups)} groups)" for p, label in zip(measured, labels)),
         (f"plus {len(cal)} built-in calibration graphs ({table['calibration_kernels']} kernels: standalone elementwise, layout,"
          " reduction, norm, pooling, resize and MatMul ops)") if cal else "no calibration graphs (--no-calibration)",

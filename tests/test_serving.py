@@ -1,0 +1,335 @@
+"""splitc serve (KServe, Open Inference Protocol v2) and the remote device client, on 127.0.0.1 with real sockets.
+
+Every loop is bounded; servers run as subprocesses (``python -m splitc serve``) and are stopped by their pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("kserve", reason="splitc serve needs KServe: pip install 'splitc[serve]'")
+pytest.importorskip("tritonclient.http", reason="the remote client needs tritonclient: pip install 'splitc[remote]'")
+
+from splitc.compiler import CompileOptions, compile_model  # noqa: E402
+from splitc.runtimes.ort import SplitModel, synthetic_inputs  # noqa: E402
+from splitc.runtimes.remote import RemoteSplitModel  # noqa: E402
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, encode_hop  # noqa: E402
+from splitc.tools import zoo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+TOKEN = "s3cret-token-for-tests"
+
+
+def slow_device_profile(path: Path) -> Path:
+    """rpi4 with 1/100 of its compute: a camera so slow that the small bottlenet runs on the server."""
+    import re
+
+    text = (ROOT / "splitc/profiles/rpi4.toml").read_text().replace('name = "rpi4"', 'name = "slowcam"')
+    text = re.sub(r"^(\w+) = ([0-9.]+)e9$", lambda m: f"{m.group(1)} = {m.group(2)}e7", text, flags=re.M)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("serve")
+    onnx.save(zoo.bottlenet(size=64, classes=10, width=32, depth=2), d / "m.onnx")
+    compile_model(d / "m.onnx", d / "out", CompileOptions(target=f"{slow_device_profile(d / 'slowcam.toml')},cloud",
+                                                          link="up=100Mbps,down=300Mbps,rtt=5ms"))
+    plan = json.loads((d / "out" / "plan.json").read_text())
+    assert {s["target"] for s in plan["stages"]} == {"slowcam", "cloud"}, "the fixture plan must really cut"
+    return d / "out"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, out: Path, *extra: str, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads it while the test runs
+        self.proc = subprocess.Popen([sys.executable, "-m", "splitc", "serve", str(out), "--port", str(self.port),
+                                      "--grpc-port", "0", *extra], stdout=self.log, stderr=subprocess.STDOUT,
+                                     text=True, env=ENV, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"splitc serve exited: {self.output()}"
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError("splitc serve did not become ready within 60 s")
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        return self.proc.returncode, self.output()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+@pytest.fixture(scope="module")
+def server(plan_dir, tmp_path_factory):
+    token = tmp_path_factory.mktemp("tok") / "token"
+    token.write_text(TOKEN + "\n")
+    s = Server(plan_dir, "--token-file", str(token))
+    yield s
+    s.stop()
+
+
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def binary_request(payloads: dict[str, bytes], outputs: list[str]) -> tuple[bytes, dict[str, str]]:
+    """An OIP v2 request with the binary data extension, written by hand (what any HTTP client can send)."""
+    head = {"inputs": [{"name": n, "shape": [len(p)], "datatype": "UINT8", "parameters": {"binary_data_size": len(p)}}
+                       for n, p in payloads.items()],
+            "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in outputs]}
+    text = json.dumps(head).encode()
+    return text + b"".join(payloads.values()), {"Inference-Header-Content-Length": str(len(text)),
+                                               "Content-Type": "application/octet-stream",
+                                               "Authorization": f"Bearer {TOKEN}"}
+
+
+def head_payloads(plan_dir: Path, plan: dict | None = None, seed: int = 0) -> tuple[Segment, dict[str, bytes]]:
+    """Run the device stages in process and encode what goes up, as the client does."""
+    model = SplitModel(plan_dir)
+    seg = Segment(plan or model.plan)
+    store = dict(synthetic_inputs(model.inputs, seed))
+    sess = model.sessions[0]
+    store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, {i.name: store[i.name] for i in sess.get_inputs()})))
+    return seg, {hop["tensor"] + PAYLOAD_SUFFIX: encode_hop(hop, store, seg.fingerprint) for hop in seg.up}
+
+
+def test_remote_run_equals_in_process_run(server, plan_dir):
+    local = SplitModel(plan_dir)
+    remote = RemoteSplitModel(plan_dir, server.url, token=TOKEN, local=local)
+    for seed in range(3):
+        feeds = synthetic_inputs(local.inputs, seed)
+        got, want = remote.run(feeds), local.run(feeds)
+        for name in want.outputs:
+            np.testing.assert_array_equal(got.outputs[name], want.outputs[name])
+        assert got.bytes_up > 0 and got.seconds["round_trip"] > 0
+    assert remote.stats.remote == 3 and remote.stats.local == 0
+    streamed = list(remote.stream([synthetic_inputs(local.inputs, s) for s in range(5)], inflight=3))
+    for s, r in enumerate(streamed):  # in order, each frame's own answer
+        np.testing.assert_array_equal(r.outputs["logits"], local.run(synthetic_inputs(local.inputs, s)).outputs["logits"])
+    assert remote.stats.remote == 8
+    remote.close()
+
+
+def test_independent_oip_client_plain_and_binary(server, plan_dir):
+    """tritonclient speaking plain OIP tensors (JSON and binary) gets what the in-process runtime computes."""
+    import tritonclient.http as http
+
+    local = SplitModel(plan_dir)
+    seg = Segment(local.plan)
+    feeds = synthetic_inputs(local.inputs, 1)
+    store = dict(feeds)
+    sess = local.sessions[0]
+    store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    want = local.run(feeds).outputs
+    client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
+    meta = client.get_model_metadata(seg.name, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert {i["name"] for i in meta["inputs"]} >= {w["name"] for w in seg.wire_specs(seg.up)}
+    for binary in (False, True):
+        inputs = []
+        for w in seg.wire_specs(seg.up):
+            arr = np.asarray(store[w["name"]])
+            x = http.InferInput(w["name"], list(arr.shape), {"uint8": "UINT8", "float32": "FP32"}[arr.dtype.name])
+            x.set_data_from_numpy(arr, binary_data=binary)
+            inputs.append(x)
+        res = client.infer(seg.name, inputs, headers={"Authorization": f"Bearer {TOKEN}"},
+                           outputs=[http.InferRequestedOutput("logits", binary_data=binary)])
+        np.testing.assert_allclose(res.as_numpy("logits"), want["logits"], rtol=1e-6, atol=1e-6)
+        params = res.get_response()["parameters"]
+        assert set(params) >= {"decode_s", "compute_s", "encode_s"} and params["compute_s"] > 0
+
+
+def test_bad_requests_get_their_status_and_one_line(server, plan_dir, tmp_path):
+    seg, payloads = head_payloads(plan_dir)
+    infer = f"{server.url}/v2/models/{seg.name}/infer"
+    outs = [h["tensor"] + PAYLOAD_SUFFIX for h in seg.down]
+    body, headers = binary_request(payloads, outs)
+    assert post(infer, body, headers)[0] == 200
+    # 401: no token, a wrong one (same length too)
+    assert post(infer, body, {k: v for k, v in headers.items() if k != "Authorization"})[0] == 401
+    assert post(infer, body, {**headers, "Authorization": "Bearer " + "x" * len(TOKEN)})[0] == 401
+    # 404: unknown model; endpoints a device does not need are not exposed
+    assert post(f"{server.url}/v2/models/nope/infer", body, headers)[0] == 404
+    assert post(f"{server.url}/v2/repository/models/{seg.name}/unload", b"", headers)[0] == 404
+    # 400: a payload made for another plan, truncated, or corrupted; each with one line naming the cause
+    other = json.loads((plan_dir / "plan.json").read_text())
+    other["model"]["sha256"] = "0" * 64
+    _, foreign = head_payloads(plan_dir, other)
+    code, text = post(infer, *binary_request(foreign, outs))
+    assert code == 400 and "plan" in json.loads(text)["error"] and "\n" not in json.loads(text)["error"]
+    name, blob = next(iter(payloads.items()))
+    code, text = post(infer, *binary_request({name: blob[: len(blob) // 2]}, outs))
+    assert code == 400 and "\n" not in json.loads(text)["error"]
+    code, text = post(infer, *binary_request({name: b"SPLC" + bytes(40)}, outs))
+    assert code == 400
+    # 413: over the plan's request limit, by Content-Length and by a body that does not declare one
+    limit = seg.max_request_bytes()
+    assert post(infer, b"x" * (limit + 1), headers)[0] == 413
+
+    def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b"y" * 65536
+
+    req = urllib.request.Request(infer, data=chunks(), method="POST", headers={**headers, "Transfer-Encoding": "chunked"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 413
+
+
+def test_bounded_fuzz_never_crashes_or_leaks(server, plan_dir):
+    seg, payloads = head_payloads(plan_dir)
+    infer = f"{server.url}/v2/models/{seg.name}/infer"
+    outs = [h["tensor"] + PAYLOAD_SUFFIX for h in seg.down]
+    name, blob = next(iter(payloads.items()))
+    good_body, good_headers = binary_request(payloads, outs)
+    rng = np.random.default_rng(0)
+    codes = []
+    rss0 = None
+    for i in range(120):
+        kind = i % 4
+        if kind == 0:  # byte edits in the payload
+            b = bytearray(blob)
+            for j in rng.integers(0, len(b), size=int(rng.integers(1, 8))):
+                b[j] = int(rng.integers(0, 256))
+            body, headers = binary_request({name: bytes(b)}, outs)
+        elif kind == 1:  # truncations
+            body, headers = binary_request({name: blob[: int(rng.integers(0, len(blob)))]}, outs)
+        elif kind == 2:  # a wrong Inference-Header-Content-Length
+            body, headers = good_body, {**good_headers, "Inference-Header-Content-Length": str(int(rng.integers(0, len(good_body) + 50)))}
+        else:  # byte edits anywhere in the request, JSON header included
+            b = bytearray(good_body)
+            for j in rng.integers(0, len(b), size=4):
+                b[j] = int(rng.integers(0, 256))
+            body, headers = bytes(b), good_headers
+        code, text = post(infer, body, headers)
+        codes.append(code)
+        assert code < 500, f"request {i} (kind {kind}) got {code}: {text[:300]!r}"
+        if i == 20:
+            rss0 = server.rss_kb()
+    assert sum(c == 400 for c in codes) > 60  # most of them are rejected by the codec or KServe's decoder
+    assert server.rss_kb() - rss0 < 60_000, "the server's memory grew by more than 60 MB over 100 bad requests"
+    code, text = post(infer, good_body, good_headers)
+    assert code == 200  # still serving
+    assert "Traceback" not in server.output()  # a bad request is the client's one line, not a traceback in the log
+
+
+def test_no_frame_lost_through_refusal_restart_and_kill(plan_dir):
+    local = SplitModel(plan_dir)
+    port = free_port()
+    remote = RemoteSplitModel(plan_dir, f"http://127.0.0.1:{port}", timeout=1.0, backoff=(0.05, 0.2), local=local)
+    frames = [synthetic_inputs(local.inputs, s) for s in range(4)]
+    want = [local.run(f).outputs["logits"] for f in frames]
+    for f, w in zip(frames, want):  # nothing listens: every frame computed here
+        np.testing.assert_array_equal(remote.run(f).outputs["logits"], w)
+    assert remote.stats.local == 4 and remote.stats.failures["refused"] >= 1
+    srv = Server(plan_dir, port=port)
+    try:
+        deadline = time.monotonic() + 20
+        while remote.stats.remote == 0 and time.monotonic() < deadline:  # back-off ends, the server is used again
+            np.testing.assert_array_equal(remote.run(frames[0]).outputs["logits"], want[0])
+        assert remote.stats.remote >= 1
+        srv.proc.kill()  # the server dies mid-stream
+        srv.proc.wait(timeout=10)
+        results = list(remote.stream(frames * 2, inflight=2))
+        assert len(results) == 8
+        for r, w in zip(results, want * 2):
+            np.testing.assert_array_equal(r.outputs["logits"], w)
+        assert sum(remote.stats.failures.values()) == remote.stats.local and remote.stats.local >= 8
+    finally:
+        srv.stop(signal.SIGKILL)
+        remote.close()
+
+
+def test_a_server_that_never_answers_times_out_to_local(plan_dir):
+    local = SplitModel(plan_dir)
+    with socket.socket() as mute:  # accepts connections (backlog), never reads or answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        remote = RemoteSplitModel(plan_dir, f"http://127.0.0.1:{mute.getsockname()[1]}", timeout=0.3, local=local)
+        feeds = synthetic_inputs(local.inputs, 0)
+        t = time.perf_counter()
+        np.testing.assert_array_equal(remote.run(feeds).outputs["logits"], local.run(feeds).outputs["logits"])
+        assert time.perf_counter() - t < 5
+        assert remote.stats.failures["timeout"] == 1, remote.stats.lines()
+        remote.close()
+
+
+def test_sigterm_drains_requests_in_flight_and_exits_0(plan_dir):
+    seg, payloads = head_payloads(plan_dir)
+    srv = Server(plan_dir)
+    body, headers = binary_request(payloads, [h["tensor"] + PAYLOAD_SUFFIX for h in seg.down])
+    headers.pop("Authorization")
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(post(f"{srv.url}/v2/models/{seg.name}/infer", body, headers)[0]))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    code, out = srv.stop(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=30)
+    assert code == 0, out[-2000:]
+    assert f"loaded {seg.name}" in out and "127.0.0.1" in out
+    assert codes and all(c == 200 for c in codes), codes  # whatever was accepted was answered
+
+
+def test_cli_run_remote_prints_frames_and_failures(server, plan_dir, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(plan_dir), "--remote", server.url, "--token-file",
+                           str(token), "--samples", "3"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 frame(s) via the server, 0 computed locally, 0 lost" in proc.stdout and "PASS" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(plan_dir), "--remote", server.url, "--samples", "2",
+                           "--json"], capture_output=True, text=True, env=ENV, timeout=120)
+    report = json.loads(proc.stdout)  # no token: every frame computed locally, none lost
+    assert report["computed_locally"] == 2 and report["lost"] == 0 and report["failures"] == {"unauthorized": 1, "backing off": 1}
