@@ -263,3 +263,21 @@ def test_cli_profile_takes_a_shape_per_model(models, tmp_path):
     assert predicted["long.onnx"] > predicted["short.onnx"] > 0
     assert "no input 'y'" in one_error(run_cli("profile", str(short), "--name", "q", "-o", str(tmp_path / "q.toml"),
                                                "--input-shape", "short.onnx:y=1x8x32"))
+
+
+def test_sessions_never_spin_between_runs():
+    """The profiled and the plain session run interleaved: a pool left spinning after its run would take a core
+    from the other one (2-thread runs measured 3-5x slower on 2 cores, and the fit 40-70% under)."""
+    from splitc.tools.profiler import session_options
+
+    for spinning in (False, True):
+        options = session_options(Settings(threads=2, spinning=spinning))
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
+def test_feeds_for_gives_every_input_its_shape(models):
+    from splitc.tools.profiler import feeds_for
+
+    feeds = feeds_for(models["symbolic"], {"x": (1, 8, 32)})
+    assert {k: v.shape for k, v in feeds.items()} == {"x": (1, 8, 32)}

@@ -109,31 +109,115 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _read_arrays(spec: str, file: str):
+    """The array of a .npy file, or the named arrays of a .npz archive; a one-line error for anything else."""
+    import zipfile
+    import zlib
+
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except unreadable as e:
+        raise SplitcError(f"--input {spec}: cannot read {file} as .npy or .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
 def _load_inputs(specs: list[str], plan: dict) -> dict[str, np.ndarray]:
-    inputs = plan["model"]["inputs"]
-    feeds = {}
+    """--input [NAME=]FILE.npy (NAME may be left out for a one-input model) or [NAME=]FILE.npz: an archive's arrays
+    are matched to the inputs by name (one array for NAME=, or for a one-input model, may have any name)."""
+    from splitc.runtimes.ort import numpy_dtype
+
+    inputs = {i["name"]: i for i in plan["model"]["inputs"]}
+    only = next(iter(inputs)) if len(inputs) == 1 else None
+    feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         name, sep, file = spec.rpartition("=")
-        if not sep:
-            if len(inputs) != 1:
-                raise SplitcError(f"--input {spec}: the model has {len(inputs)} inputs; name each: --input NAME=FILE.npy")
-            name = inputs[0]["name"]
-        want = next((i for i in inputs if i["name"] == name), None)
-        if want is None:
-            raise SplitcError(f"--input {spec}: the model has no input '{name}'; its inputs: {', '.join(i['name'] for i in inputs)}")
-        try:
-            arr = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise SplitcError(f"--input {spec}: cannot read {file} as .npy ({e})") from None
-        if list(arr.shape) != list(want["shape"]):
-            raise SplitcError(f"--input {spec}: shape {list(arr.shape)}, but the plan was compiled for {want['shape']}")
-        from splitc.runtimes.ort import numpy_dtype
-
-        feeds[name] = arr.astype(numpy_dtype(want["dtype"]))
-    missing = [i["name"] for i in inputs if i["name"] not in feeds]
+        if sep and name not in inputs:
+            raise SplitcError(f"--input {spec}: the model has no input '{name}'; its inputs: {', '.join(inputs)}")
+        loaded = _read_arrays(spec, file)
+        if isinstance(loaded, dict):  # .npz
+            if sep:
+                if name not in loaded and len(loaded) != 1:
+                    raise SplitcError(f"--input {spec}: {file} holds {', '.join(loaded) or 'no arrays'}, none named '{name}'")
+                got = {name: loaded.get(name, next(iter(loaded.values()), None))}
+            elif only is not None and len(loaded) == 1:
+                got = {only: next(iter(loaded.values()))}
+            else:
+                unknown = [k for k in loaded if k not in inputs]
+                if unknown or not loaded:
+                    raise SplitcError(f"--input {spec}: {file} holds {', '.join(loaded) or 'no arrays'}; the arrays must be"
+                                      f" named after the model's inputs: {', '.join(inputs)}")
+                got = loaded
+        else:
+            if not sep and only is None:
+                raise SplitcError(f"--input {spec}: the model has {len(inputs)} inputs; name each: --input NAME=FILE.npy,"
+                                  " or pass one .npz of named arrays")
+            got = {name if sep else only: loaded}
+        for key, arr in got.items():
+            want = inputs[key]
+            dtype = numpy_dtype(want["dtype"])
+            if key in feeds:
+                raise SplitcError(f"--input {spec}: input '{key}' is given twice")
+            if arr.dtype.kind not in "biuf":
+                raise SplitcError(f"--input {spec}: '{key}' holds {arr.dtype} values, not numbers; the input takes {dtype}")
+            if not np.can_cast(arr.dtype, dtype, "same_kind"):
+                raise SplitcError(f"--input {spec}: '{key}' holds {arr.dtype} values, which {dtype} (the input's type) cannot hold; convert them first")
+            if list(arr.shape) != list(want["shape"]):
+                raise SplitcError(f"--input {spec}: '{key}' has shape {list(arr.shape)}, but the plan was compiled for {want['shape']}")
+            feeds[key] = arr.astype(dtype)
+    missing = [n for n in inputs if n not in feeds]
     if missing:
         raise SplitcError(f"--input: no value for input(s) {', '.join(missing)}")
     return feeds
+
+
+def _reference(args, plan: dict, session):
+    """An onnxruntime session of the original model to compare with, or None under --no-compare; a one-line
+    error when it is missing, changed, or does not take and give what the plan does."""
+    if args.no_compare:
+        return None
+    recorded = plan["model"].get("path")
+    original = Path(args.model or recorded or "")
+    if not (args.model or recorded) or not original.is_file():
+        where = f"original model {original} not found" if args.model or recorded else "plan.json records no original model"
+        raise SplitcError(f"{where}: the split model's outputs cannot be compared with it;"
+                          " pass --model FILE, or --no-compare to run the parts without the check")
+    if args.model is None:
+        from splitc.runtimes.files import sha256_file
+
+        if sha256_file(original) != plan["model"]["sha256"]:
+            raise SplitcError(f"{original} changed since it was compiled (sha256 differs); recompile, or pass --model")
+    reference = session(original, args.optimization)
+    _same_interface(reference, plan, original)
+    return reference
+
+
+def _same_interface(reference, plan: dict, original: Path) -> None:
+    """The original's inputs and outputs must be the plan's: names, element types and fixed dimensions."""
+    from splitc.runtimes.ort import numpy_dtype
+
+    def dtype(name: str):
+        try:
+            return numpy_dtype(name[len("tensor("):-1] if name.startswith("tensor(") else name)
+        except TypeError:
+            return name
+
+    def show(specs) -> str:
+        return ", ".join(f"{n} {t}{list(s)}" for n, t, s in specs)
+
+    for kind, got, want in (("inputs", reference.get_inputs(), plan["model"]["inputs"]),
+                            ("outputs", reference.get_outputs(), plan["model"]["outputs"])):
+        mine = sorted((a.name, dtype(a.type), [d if isinstance(d, int) else "?" for d in a.shape or []]) for a in got)
+        theirs = sorted((w["name"], dtype(w.get("dtype", "?")), list(w.get("shape", []))) for w in want)
+        same = [m[0] for m in mine] == [t[0] for t in theirs] and all(
+            m[1] == t[1] and (kind == "outputs" or (len(m[2]) == len(t[2]) and all(a in ("?", b) for a, b in zip(m[2], t[2]))))
+            for m, t in zip(mine, theirs))
+        if not same:
+            raise SplitcError(f"--model {original}: its {kind} ({show(mine)}) are not the plan's ({show(theirs)});"
+                              " pass the model this plan was compiled from")
 
 
 def cmd_run(args) -> int:
@@ -149,14 +233,7 @@ def cmd_run(args) -> int:
             base = samples[0]
             samples = [{k: np.roll(v, t, axis=-1) if np.issubdtype(v.dtype, np.floating) else v for k, v in base.items()}
                        for t in range(max(2, args.samples))]
-    original = Path(args.model or plan["model"]["path"])
-    reference = None
-    if original.is_file():
-        from splitc.runtimes.files import sha256_file
-
-        if args.model is None and sha256_file(original) != plan["model"]["sha256"]:
-            raise SplitcError(f"{original} changed since it was compiled (sha256 differs); recompile, or pass --model")
-        reference = session(original, args.optimization)
+    reference = _reference(args, plan, session)  # None under --no-compare; a one-line error when it cannot compare
     if args.remote:  # the server stages behind an OIP server (splitc serve); splitc/cli/serving.py
         from splitc.cli.serving import cmd_run_remote
 
@@ -219,7 +296,7 @@ def cmd_run(args) -> int:
         print_table(f"TVM libraries vs onnxruntime parts on the same inputs (<= {ATOL:g} x max(1, |ort|); int8 wire dequantized)",
                     ["library", "output", "max abs err", "one step off", "check"], rows, {2, 3})
     if not checks:
-        print(f"original model {original} not found: outputs not compared (pass --model)")
+        print("outputs not compared with the original model (--no-compare)")
         return 0 if ok else EXIT_CHECK_FAILED
     rule = f"max abs error <= {TVM_ATOL if versus else FP32_ATOL:g} x max(1, |reference|)" if lossless else "cosine >= 0.99"
     rows = [[o["name"], f"{o['max_abs_error']:.3g}", f"{o['cosine']:.6f}",

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", action="append", metavar="[NAME=]FILE.npy",
                    help="input tensor(s) as .npy (default: synthetic inputs of the plan's shapes)")
     r.add_argument("--model", help="the original model to compare with (default: the path recorded in plan.json)")
+    r.add_argument("--no-compare", action="store_true", help="run the parts without comparing with the original model")
     r.add_argument("--samples", type=int, default=4, help="synthetic samples to run when no --input (default: %(default)s)")
     r.add_argument("--optimization", choices=("disable", "basic", "extended", "all"), default="all",
                    help="onnxruntime graph optimization level for parts and original (default: %(default)s)")

@@ -144,7 +144,8 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
         "cut": sorted({c.tensor for c in split.crossings if not c.is_output}),
         "predicted": summary(cg, sol, goal),
         "baselines": {name: summary(cg, s, goal) for name, s in partition.baselines.items()},
-        "solver": {"method": sol.method, "status": sol.status, "gap": sol.gap, "solve_s": sol.solve_s, "notes": list(sol.notes)},
+        "solver": {"method": sol.method, "status": sol.status, "gap": sol.gap, "bound": sol.bound, "solve_s": sol.solve_s,
+                   "notes": list(sol.notes)},
         "artifacts": {t: files[0] if len(files) == 1 else files for t, files in by_target.items()},
     }
 

@@ -201,18 +201,22 @@ class _Formulation:
         row, own = rows[metric]
         row.constant = own - (_OFF if bound is None else _SCALE[metric] * bound)
 
-    def solve(self, objective: str, limits: dict[str, float], time_limit_s, solver) -> tuple[list[int], str, str, float]:
+    def solve(self, objective: str, limits: dict[str, float], time_limit_s, solver) -> tuple[list[int], str, str, float, float | None]:
+        """(placement, solver label, status, relative gap, the solver's proven lower bound on the objective or None)."""
         for metric in set(limits) | set(self._limit_rows):
             self._set_limit(metric, limits.get(metric))
-        self.prob.setObjective(_SCALE[objective] * self.metrics[objective])
-        label, status, gap = _run(self.prob, time_limit_s, solver)
+        expr = _SCALE[objective] * self.metrics[objective]
+        self.prob.setObjective(expr)
+        label, status, gap, raw_bound = _run(self.prob, time_limit_s, solver)
         if status not in ("optimal", "time limit"):
-            return [], label, "timeout" if status == "timeout" else "infeasible", 0.0
+            return [], label, "timeout" if status == "timeout" else "infeasible", 0.0, None
+        # the solver sees no constant term: add it back, in the objective's own units
+        bound = None if raw_bound is None else (raw_bound + float(getattr(expr, "constant", 0.0))) / _SCALE[objective]
         k = self.cg.k
         value = lambda v, j: self.z[v][j].value() or 0.0  # noqa: E731
         placement = [sum(1 for j in range(1, k) if value(v, j) > 0.5) for v in range(len(self.cg.nodes))]
         fractional = any(abs(value(v, j) - round(value(v, j))) > 1e-6 for v in range(len(self.cg.nodes)) for j in range(1, k))
-        return placement, label, "fractional" if fractional else status, gap
+        return placement, label, "fractional" if fractional else status, gap, bound
 
 
 def solve(cg: CostGraph, goal: Goal = Goal(), time_limit_s: float | None = None, solver: str = "auto",
@@ -231,7 +235,7 @@ def solve(cg: CostGraph, goal: Goal = Goal(), time_limit_s: float | None = None,
             sub = solve(c.graph, goal, time_limit_s, solver, relax, coarsen=False)
             fine = solution(cg, c.expand(sub.placement), sub.method, t0, sub.status, sub.gap)
             note = f"coarsened {len(cg.nodes)} -> {len(c.graph.nodes)} nodes (" + ", ".join(f"{k}: {v}" for k, v in c.rules.items()) + ")"
-            return replace(fine, notes=sub.notes + (note,))
+            return replace(fine, notes=sub.notes + (note,), bound=sub.bound)  # contraction keeps an optimum: same bound
     if goal.objective not in OBJECTIVES:
         raise SplitcError(f"--objective '{goal.objective}': choose one of {', '.join(OBJECTIVES)}")
     if goal.objective == "energy" or goal.max_energy_j is not None:
@@ -244,7 +248,7 @@ def solve(cg: CostGraph, goal: Goal = Goal(), time_limit_s: float | None = None,
     needs = {goal.objective, "latency", *limits}
     # the LP relaxation is exact only for the pure latency problem (a totally unimodular matrix)
     form = _Formulation(cg, relax and goal.objective == "latency" and not limits, needs)
-    placement, label, status, gap = form.solve(goal.objective, limits, time_limit_s, solver)
+    placement, label, status, gap, bound = form.solve(goal.objective, limits, time_limit_s, solver)
     if status == "fractional":  # not a vertex (cannot happen for a TU matrix, but never trust it)
         return solve(cg, goal, time_limit_s, solver, relax=False)
     if status == "timeout":
@@ -255,13 +259,13 @@ def solve(cg: CostGraph, goal: Goal = Goal(), time_limit_s: float | None = None,
     if goal.objective != "latency":  # among the optima, the fastest one
         best = evaluate(cg, placement).metric(goal.objective)
         tie = {**limits, goal.objective: best * (1 + 1e-9) + 1e-15}
-        again, _, status2, _ = form.solve("latency", tie, time_limit_s, solver)
+        again, _, status2, _, _ = form.solve("latency", tie, time_limit_s, solver)
         if again and status2 in ("optimal", "time limit"):
             placement = again
             notes = ("ties on the objective broken by latency",)
     method = f"ilp/{label}" + ("-lp" if form.relax else "")
     sol = solution(cg, placement, method, t0, status, gap)
-    return Solution(sol.placement, sol.cost, sol.method, sol.solve_s, sol.status, sol.gap, notes)
+    return Solution(sol.placement, sol.cost, sol.method, sol.solve_s, sol.status, sol.gap, notes, bound)
 
 
 def solve_ilp(cg: CostGraph, time_limit_s: float | None = None, solver: str = "auto", relax: bool = True) -> Solution:
@@ -273,7 +277,7 @@ def _diagnose(cg, form: _Formulation, goal: Goal, time_limit_s, solver) -> Infea
     limits = goal.limits()
     for metric in limits:  # is one limit alone in the way? then how far must it move?
         others = {m: v for m, v in limits.items() if m != metric}
-        placement, _, status, _ = form.solve(metric, others, time_limit_s, solver)
+        placement, _, status, _, _ = form.solve(metric, others, time_limit_s, solver)
         if placement and status != "infeasible":
             best = evaluate(cg, placement).metric(metric)
             return Infeasible(f"no plan meets {LIMIT_FLAGS[metric]} {_fmt(metric, limits[metric])}: the smallest feasible value"
@@ -299,8 +303,11 @@ def _variable_factory(prob):
     return lambda name, low, up, cat="Continuous": pulp.LpVariable(name, low, up, cat=cat)
 
 
-def _run(prob, time_limit_s: float | None, solver: str) -> tuple[str, str, float]:
-    """Solve; (solver label, status, relative gap)."""
+def _run(prob, time_limit_s: float | None, solver: str) -> tuple[str, str, float, float | None]:
+    """Solve; (solver label, status, relative gap, proven lower bound on the objective without its constant term).
+
+    The bound is HiGHS's: the MIP dual bound, or for an LP solved to optimality with a feasible dual, its
+    objective (LP duality). CBC through PuLP reports none."""
     import pulp
 
     available = pulp.listSolvers(onlyAvailable=True)
@@ -311,23 +318,27 @@ def _run(prob, time_limit_s: float | None, solver: str) -> tuple[str, str, float
     with _quiet_stdout():  # HiGHS prints its banner on fd 1 even with msg=False
         prob.solve(pulp.getSolver(name, **kwargs))
     status = pulp.LpStatus[prob.status]
-    gap = 0.0
+    gap, bound = 0.0, None
     model = getattr(prob, "solverModel", None)
     if name == "HiGHS" and model is not None:
         try:
             info = model.getInfo()
             if info.mip_node_count >= 0 and info.mip_gap < 1e30:
                 gap = max(0.0, float(info.mip_gap))
+            if info.mip_node_count >= 0:
+                bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e30 else None
+            elif status == "Optimal" and info.dual_solution_status == 2:  # kSolutionStatusFeasible
+                bound = float(info.objective_function_value)
         except Exception:  # noqa: BLE001  (older highspy)
             pass
     label = "highs" if name == "HiGHS" else "cbc"
     if status == "Optimal" and gap <= 1e-9:
-        return label, "optimal", 0.0
+        return label, "optimal", 0.0, bound
     if status in ("Optimal", "Not Solved") and getattr(prob, "sol_status", 0) in (pulp.LpSolutionIntegerFeasible, pulp.LpSolutionOptimal):
-        return label, "time limit", gap
+        return label, "time limit", gap, bound
     if status == "Not Solved":
-        return label, "timeout", gap
-    return label, status.lower(), gap
+        return label, "timeout", gap, None
+    return label, status.lower(), gap, None
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from splitc.errors import SplitcError
+from splitc.runtimes import planfile
 from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
@@ -27,7 +27,16 @@ def session(model: str | Path | bytes, optimization: str = "all", threads: int =
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime's Fail / InvalidProtobuf / InvalidGraph are not exported
+        what = "the model bytes" if isinstance(model, bytes) else str(model)
+        raise SplitcError(f"{what}: onnxruntime cannot load it ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def synthetic_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,13 +82,7 @@ class SplitModel:
         if runtime not in ("ort", "tvm"):
             raise SplitcError(f"runtime '{runtime}': choose ort (the ONNX parts) or tvm (the libraries of --emit onnx,tvm)")
         out = Path(out_dir)
-        plan_path = out / "plan.json"
-        if not plan_path.is_file():
-            raise SplitcError(f"{out}: no plan.json here; point at a directory written by 'splitc compile'")
-        try:
-            self.plan = json.loads(plan_path.read_text())
-        except ValueError as e:
-            raise SplitcError(f"{plan_path}: not valid JSON ({e})") from None
+        self.plan = planfile.load(out)  # every field read below is checked there, every path kept inside `out`
         self.dir = out
         self.targets = [t["name"] for t in self.plan["targets"]]
         self.device = self.targets[0]
@@ -94,9 +97,10 @@ class SplitModel:
             file = stage.get("artifact")
             if file is None:
                 continue
-            if not (out / file).is_file():
+            path = (out / file).resolve()  # inside `out`: planfile checked it
+            if not path.is_file():
                 raise SplitcError(f"{out}: plan.json names {file} for stage {stage['index']} ({stage['target']}), but it is missing")
-            self.sessions[stage["index"]] = session(out / file, optimization, threads)
+            self.sessions[stage["index"]] = session(path, optimization, threads)
         self.fingerprint = plan_fingerprint(self.plan)  # payloads name the plan they were made for
         self.hops: dict[int, list[dict]] = {}
         for b in self.plan["boundary"]:
@@ -109,13 +113,13 @@ class SplitModel:
     @classmethod
     def for_bandwidth(cls, out_dir: str | Path, up_bps: float, **kwargs) -> "SplitModel":
         """The plan a bandwidth sweep chose for this uplink rate (``splitc compile --sweep-bandwidth``)."""
-        plan = json.loads((Path(out_dir) / "plan.json").read_text())
+        plan = planfile.load(out_dir)
         sweep = plan.get("sweep")
         if not sweep:
             raise SplitcError(f"{out_dir}: compiled without --sweep-bandwidth; there is one plan")
         for interval in sweep["intervals"]:
             if interval["min_up_bps"] * (1 - 1e-12) <= up_bps <= interval["max_up_bps"] * (1 + 1e-12):
-                return cls(Path(out_dir) / interval["plan"], **kwargs)
+                return cls((Path(out_dir) / interval["plan"]).resolve(), **kwargs)  # inside out_dir: planfile checked it
         lo, hi = sweep["range_bps"]
         raise SplitcError(f"{up_bps / 1e6:g} Mbps is outside the swept range {lo / 1e6:g}-{hi / 1e6:g} Mbps; recompile with a wider sweep")
 
@@ -129,14 +133,31 @@ class SplitModel:
             if sess is not None:
                 t = time.perf_counter()
                 names = [o.name for o in sess.get_outputs()]
-                store.update(zip(names, sess.run(names, {i.name: store[i.name] for i in sess.get_inputs()})))
+                store.update(zip(names, self._run_stage(stage, sess, names, store)))
                 key = f"stage{stage['index']}_{stage['target']}"
                 result.seconds[key] = result.seconds.get(key, 0.0) + time.perf_counter() - t
             for hop in self.hops.get(stage["index"], []):
                 self._send(hop, stores, result)
         result.bytes_up, result.bytes_down = result.link_bytes[0]["up"], result.link_bytes[0]["down"]
+        missing = [o["name"] for o in self.plan["model"]["outputs"] if o["name"] not in stores[self.device]]
+        if missing:
+            raise SplitcError(f"{self.dir}/plan.json: model output(s) {', '.join(missing)} never reach {self.device}:"
+                              " no stage computes them there and no hop brings them back")
         result.outputs = {o["name"]: stores[self.device][o["name"]] for o in self.plan["model"]["outputs"]}
         return result
+
+    def _run_stage(self, stage: dict, sess, names: list[str], store: dict) -> list:
+        where = f"stage {stage['index']} ({stage['target']}, {stage.get('artifact')})"
+        missing = [i.name for i in sess.get_inputs() if i.name not in store]
+        if missing:
+            raise SplitcError(f"{self.dir}/plan.json: {where} needs {', '.join(missing)}, which no earlier stage or hop"
+                              f" provides on {stage['target']}")
+        try:
+            return sess.run(names, {i.name: store[i.name] for i in sess.get_inputs()})
+        except SplitcError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument & co: inputs the part does not take
+            raise SplitcError(f"{self.dir}/plan.json: {where} rejects its inputs ({_first_line(e)})") from None
 
     def stream(self, key_interval: int = 30) -> "SplitModel":
         """Send every hop with inter-frame delta coding from now on (frames are the successive ``run`` calls)."""
@@ -146,6 +167,16 @@ class SplitModel:
 
     def _send(self, hop: dict, stores, result: RunResult) -> None:
         wire = hop["wire"]
+        missing = [w["name"] for w in wire if w["name"] not in stores[hop["from"]]]
+        if missing:
+            raise SplitcError(f"{self.dir}/plan.json: the hop of '{hop['tensor']}' sends {', '.join(missing)} from {hop['from']},"
+                              " where no stage computed it")
+        try:
+            self._send_wire(hop, wire, stores, result)
+        except ValueError as e:  # CodecError, or a packing error: the part's outputs are not what plan.json says crosses the link
+            raise SplitcError(f"{self.dir}/plan.json: the hop of '{hop['tensor']}' ({hop['from']} -> {hop['to']}): {e}") from None
+
+    def _send_wire(self, hop: dict, wire: list, stores, result: RunResult) -> None:
         t = time.perf_counter()
         bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
         entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"

@@ -152,7 +152,13 @@ def open_parts(out_dir: str | Path, plan: dict, threads: int = 0) -> dict[int, T
     missing = [s["index"] for s in plan["stages"] if s.get("artifact") is not None and s["index"] not in by_stage]
     if missing:
         raise SplitcError(f"{out}: plan.json's tvm_artifacts has no library for stage(s) {missing}")
-    return {index: TVMPart(out / r["library"], r, threads) for index, r in sorted(by_stage.items())}
+    parts = {}
+    for index, r in sorted(by_stage.items()):
+        library = (out / str(r["library"])).resolve()
+        if not library.is_relative_to(out.resolve()):  # planfile.validate refuses it first; loading runs its constructors
+            raise SplitcError(f"{out}/plan.json: TVM library '{r['library']}' leaves the output folder")
+        parts[index] = TVMPart(library, r, threads)
+    return parts
 
 
 ATOL = 1e-4  # relative to max(1, |onnxruntime|)
