@@ -271,11 +271,8 @@ def test_time_limit_reports_status_and_gap():
     goal = Goal("throughput", deadline_s=fastest * 1.5)
     full = solve(cg, goal, time_limit_s=300)
     assert full.status == "optimal" and full.gap == 0
-    try:  # how far a tiny budget gets depends on the machine: a plan with its gap, or a clear error
-        sol = solve(cg, goal, time_limit_s=0.2)
-    except SplitcError as e:
-        assert "no plan within --time-limit 0.2s" in str(e)
-    else:
-        assert sol.status in ("optimal", "time limit") and sol.gap >= 0
-        assert sol.cost.total_s <= fastest * 1.5 * (1 + 1e-9)
-        assert sol.cost.period_s >= full.cost.period_s * (1 - 1e-9)
+    assert full.cost.total_s <= fastest * 1.5 * (1 + 1e-9)
+    assert full.bound == pytest.approx(full.cost.period_s, rel=1e-9)  # the dual bound HiGHS proved meets the plan
+    # 1 us: HiGHS stops at its first clock check, before presolve ends, on any machine: never a plan, always the error
+    with pytest.raises(SplitcError, match=r"^the solver found no plan within --time-limit 1e-06s; raise it \(or drop a limit\)$"):
+        solve(cg, goal, time_limit_s=1e-6)

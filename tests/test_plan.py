@@ -14,6 +14,11 @@ from onnx import helper, numpy_helper
 from splitc.compiler import CompileOptions, compile_model
 from splitc.codegen.plan import recompute_total
 
+try:
+    from fixtures_text import server_from
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_text import server_from
+
 
 def residual_model(path):
     rng = np.random.default_rng(3)
@@ -71,6 +76,11 @@ def test_fast_link_splits_and_slow_link_stays_on_device(tmp_path):
 def test_residual_tensor_sent_once(tmp_path):
     """The stem output feeds both the conv branch and the skip Add: sent once when both are on the server."""
     model = residual_model(tmp_path / "res.onnx")
-    plan = compile_model(model, None, CompileOptions(link="up=1Gbps,down=1Gbps,rtt=0.01ms", boundary="fp32")).plan
-    names = [b["tensor"] for b in plan["boundary"]]
-    assert len(names) == len(set(names))
+    result = compile_model(model, None, CompileOptions(link="up=1Gbps,down=1Gbps,rtt=0.01ms", boundary="fp32"),
+                           policy=server_from("c1"))  # the stem on the device, its two readers on the server
+    plan = result.plan
+    assert [(b["tensor"], b["from"], b["to"]) for b in plan["boundary"]] == [("a_r", "rpi4", "cloud"), ("logits", "cloud", "rpi4")]
+    assert plan["cut"] == ["a_r"]
+    tail = result.split.parts[1]
+    assert [v.name for v in tail.graph.inputs] == ["a_r"]
+    assert sorted(n.name for n in tail.graph if "a_r" in [v.name for v in n.inputs if v is not None]) == ["c1", "skip"]

@@ -51,6 +51,7 @@ class Solution:
     status: str = "optimal"  # or "time limit" (then gap says how far from proven optimal)
     gap: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    bound: float | None = None  # the solver's proven lower bound on the objective (None: it reported none)
 
 
 def solution(cg: CostGraph, placement, method: str, t0: float, status: str = "optimal", gap: float = 0.0) -> Solution:
