@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " pair: wifi,4g (custom links separated by ';') (default: %(default)s)")
     g = c.add_argument_group("optimization (exact: an ILP over the whole graph)")
     g.add_argument("--objective", choices=OBJECTIVES, default="latency",
-                   help="latency: one frame end to end; energy: device joules per frame (compute + radio);"
+                   help="latency: one frame end to end; energy: device joules per frame (compute + idle while waiting + radio);"
                         " throughput: frames/s of a pipelined stream (default: %(default)s)")
     g.add_argument("--deadline", metavar="TIME", help="a plan's latency must not exceed this, e.g. 100ms")
     g.add_argument("--max-energy", metavar="ENERGY", help="device energy per frame must not exceed this, e.g. 2J or 500mJ")
@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                         " and normalized per --calibrate-norm) or an .npz with one array per input (samples on axis 0)")
     c.add_argument("--calibrate-norm", default="imagenet", choices=("imagenet", "unit", "raw", "raw-bgr"),
                    help="images to inputs: imagenet mean/std, unit [0,1], raw [0,255] RGB, raw-bgr (default: %(default)s)")
+    c.add_argument("--input-codec", metavar="CODEC",
+                   help="how an image input (1 or 3 channels, NCHW or NHWC) crosses a link when a plan cuts at the input, as a"
+                        " camera would send it: jpeg[:Q], webp[:Q], png, or raw (the tensor, through --boundary); default jpeg:90")
+    c.add_argument("--input-norm", metavar="NORM",
+                   help="how the image input is made from 8-bit pixels: imagenet, unit (x/255), raw (0..255), raw-bgr, or"
+                        " mean=M[,M,M],std=S[,S,S][,scale=255][,bgr] (tensor = (pixels/scale - mean)/std; PP-OCR:"
+                        " mean=0.5,std=0.5); also used for --calibrate images (default: --calibrate-norm)")
     c.add_argument("--calibrate-samples", type=int, default=48, metavar="N",
                    help="image crops to draw for calibration (default: %(default)s)")
     c.add_argument("--accuracy-budget", metavar="METRIC=X",
