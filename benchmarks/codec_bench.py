@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from splitc.cost import quantizers as C  # noqa: E402
-from splitc.cost.calibrate import augmented_crops, to_input  # noqa: E402
+from splitc.cost.calibrate import augmented_crops, payload as codec_payload, to_input  # noqa: E402
+from splitc.runtimes.ans import AnsModel  # noqa: E402
 from splitc.runtimes.wire import decode, encode  # noqa: E402
 from splitc.runtimes.delta import DeltaDecoder, DeltaEncoder  # noqa: E402
 from splitc.runtimes.ort import session  # noqa: E402
@@ -130,6 +131,8 @@ MODEL_CONFIGS = {
     "mobilenetv2": {"file": "mobilenet_v2_trained_imagenet.onnx", "input": "input", "hw": (224, 224), "norm": "imagenet",
                     "cut": "/features/features.6/Add_output_0"},
     "yolox-nano": {"file": "yolox_nano_coco.onnx", "input": "images", "hw": (416, 416), "norm": "raw-bgr", "cut": None},
+    "resnet50-thin": {"file": "resnet50thin_opennsfw.onnx", "input": "input:0", "hw": (224, 224), "norm": "raw-bgr", "nhwc": True,
+                      "cut": "Relu_21:0"},
 }
 
 
@@ -170,7 +173,7 @@ def main() -> int:
     head_p, tail_p = sub_models(model, args.cut, tmp)
     full, head, tail = session(model), session(head_p), session(tail_p)
     iname, hw = cfg["input"], cfg["hw"]
-    spec = {"name": iname, "shape": [1, 3, *hw]}
+    spec = {"name": iname, "dtype": "float", "shape": [1, *hw, 3] if cfg.get("nhwc") else [1, 3, *hw]}
     imgs = crops(args.samples, seed=1, hw=hw)
     calib = crops(args.calib, seed=2, hw=hw)
     jpeg, png = [], []
@@ -191,7 +194,8 @@ def main() -> int:
     for name in [c.strip() for c in args.codecs.split(",") if c.strip()]:
         cs = C.parse_codec(name)
         tc = C.fit(cs, cal) if cs.kind == "static" else None
-        sizes, agree, cos, kept = [], [], [], []
+        models = {"q": AnsModel(tc.ans)} if tc is not None and tc.ans is not None else None
+        sizes, agree, cos, kept, syms = [], [], [], [], []
         for x, r in zip(acts, ref):
             if cs.kind == "fp32":
                 payload, y = encode({"x": x}), x
@@ -204,8 +208,10 @@ def main() -> int:
                 y = (q.astype(np.float32) - z) * s
             else:
                 q = C.quantize(x, tc)
-                payload = encode({"x__q": q}, bits={"x__q": tc.bits} if tc.bits < 8 else None)
+                payload = codec_payload(q, tc, models)
                 y = C.dequantize(q, tc)
+                if models is not None:
+                    syms.append(q)
             sizes.append(len(payload))
             out = tail.run(None, {tname: y})[0]
             if detect:
@@ -220,6 +226,18 @@ def main() -> int:
                "top1": float(np.mean(agree)), "cosine": float(np.mean(cos))}
         if tc is not None and tc.basis is not None:
             row.update(k=int(tc.basis.shape[0]), explained=float(tc.explained))
+        if syms:  # the coder vs the order-0 entropy of each channel's symbols over all benchmark frames
+            qs = np.stack(syms)
+            rows_ = np.moveaxis(qs, 2, 0).reshape(qs.shape[2], -1) if models["q"].axis == 1 else qs.reshape(1, -1)
+            ent = 0.0
+            for r_ in rows_:
+                pr = np.bincount(r_, minlength=256) / r_.size
+                pr = pr[pr > 0]
+                ent -= float((pr * np.log2(pr)).sum()) * r_.size
+            header = len(codec_payload(np.zeros_like(syms[0]), tc, models)) - len(models["q"].encode(np.zeros_like(syms[0])))
+            coded = float(np.mean(sizes)) - header
+            row.update(entropy_bytes=ent / 8 / len(syms), coded_bytes=coded, vs_entropy=coded / (ent / 8 / len(syms)),
+                       bits_per_value=8 * coded / syms[0].size)
         if detect:
             row["confident_kept"] = sum(k for k, _ in kept) / max(1, sum(n for _, n in kept))
             row["confident_anchors"] = sum(n for _, n in kept)
@@ -245,9 +263,10 @@ def main() -> int:
                 dec_s = timeit(lambda: qd.run(None, decode(p, wire)))
             else:
                 bb = {"q": bits} if bits < 8 else None
-                enc_s = timeit(lambda: encode({"q": qe.run(None, {"x": x})[0]}, bits=bb))
-                p = encode({"q": qe.run(None, {"x": x})[0]}, bits=bb)
-                dec_s = timeit(lambda: qd.run(None, {"q": decode(p, wire)["q"]}))
+                ent = tc.spec.entropy
+                enc_s = timeit(lambda: encode({"q": qe.run(None, {"x": x})[0]}, bits=bb, entropy=ent, models=models))
+                p = encode({"q": qe.run(None, {"x": x})[0]}, bits=bb, entropy=ent, models=models)
+                dec_s = timeit(lambda: qd.run(None, {"q": decode(p, wire, models=models)["q"]}))
         rows.append({**row, "enc_MBps": raw / enc_s / 1e6, "dec_MBps": raw / dec_s / 1e6})
         print(json.dumps(rows[-1]), flush=True)
     # delta coding on a sliding-crop video

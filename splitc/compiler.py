@@ -141,10 +141,18 @@ def compile_model(
     model = import_model(model_path, options.input_shapes)
     step("annotate")
     annotate(model, cfg.targets)
-    if cfg.codec.calibrated:
-        model.graph.meta[ann.CODECS] = calibrate(model, cfg, options)
+    cal = calibrate(model, cfg, options, step) if cfg.codec.calibrated else None
+    if cal is not None:
+        if options.sweep_bps is not None:  # every swept plan may send any tensor: check them all up front
+            cal.verify(cal.names)
+        model.graph.meta[ann.CODECS] = cal.codecs
     step("partition")
     partition = run_partition(model, cfg, options, cfg.links, policy)
+    while cal is not None and cal.verify(sent_tensors(partition)):  # lazy accuracy checks: re-solve until verified
+        step("partition")
+        partition = run_partition(model, cfg, options, cfg.links, policy)
+    if cal is not None:
+        cal.warn_missed(sent_tensors(partition))
     step("split")
     split = run_codegen(model, options)
     sha = sha256_file(model_path)
@@ -158,7 +166,8 @@ def compile_model(
     if cfg.codec.calibrated:
         plan["calibration"] = {"data": options.calibrate, "norm": options.calibrate_norm, "budget": cfg.budget,
                                "codecs": len(model.graph.meta.get(ann.CODECS, {})),
-                               "rule": "per tensor: the smallest measured codec meeting the budget with that tensor alone quantized"}
+                               "rule": "per tensor: the smallest measured codec meeting the budget with that tensor alone quantized"
+                                       " (checked for every tensor the plan or a baseline sends)"}
     plan["compile_s"] = round(time.perf_counter() - t0, 4)
     result = CompileResult(model, plan, out, partition, split)
     if out is not None:
@@ -181,9 +190,19 @@ def run_codegen(model: ir.Model, options: CompileOptions) -> SplitResult:
     return model.graph.meta[ann.PARTS]
 
 
-def calibrate(model: ir.Model, cfg: Resolved, options: CompileOptions) -> dict:
-    """Fit (and for auto, choose) every crossing candidate's codec on the calibration data: tensor name -> TensorCodec."""
-    from splitc.cost.calibrate import calibrate_codecs, load_samples
+def sent_tensors(partition: PartitionResult) -> list[str]:
+    """Tensors that cross a link in the chosen plan or in any baseline reported beside it."""
+    cg = partition.cost_graph
+    out = []
+    for sol in [partition.solution, *partition.baselines.values()]:
+        p = sol.placement
+        out += [t.name for t in cg.tensors if any(p[c] != (0 if t.producer is None else p[t.producer]) for c in t.consumers)]
+    return out
+
+
+def calibrate(model: ir.Model, cfg: Resolved, options: CompileOptions, progress: Callable[[str], None] | None = None):
+    """Fit every crossing candidate's codecs on the calibration data and measure their payloads (splitc.cost.calibrate.Calibration)."""
+    from splitc.cost.calibrate import Calibration, load_samples
     from splitc.runtimes.ort import synthetic_inputs
 
     inputs = [io_spec(v) for v in graph_inputs(model.graph)]
@@ -193,7 +212,8 @@ def calibrate(model: ir.Model, cfg: Resolved, options: CompileOptions) -> dict:
         warnings.warn(f"--boundary {cfg.codec.name} without --calibrate: clip ranges fitted on synthetic normal inputs;"
                       " pass --calibrate DIR|file.npz for real ones", SplitcWarning, stacklevel=3)
         samples = [synthetic_inputs(inputs, seed) for seed in range(12)]
-    return calibrate_codecs(model, cfg.codec, samples, cfg.budget or ({"cosine": 0.999} if cfg.codec.kind == "auto" else {}))
+    return Calibration(model, cfg.codec, samples, cfg.budget or ({"cosine": 0.999} if cfg.codec.kind == "auto" else {}),
+                       progress=progress)
 
 
 def sweep_variants(model, model_path, sha, cfg: Resolved, options: CompileOptions, partition: PartitionResult) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 
 try:
     from rich.console import Console
@@ -74,6 +75,17 @@ def progress(enabled: bool, steps: list[str]):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # a log, not a bar: one line per step, sub-steps at most every 2 s
+        t0, last = time.perf_counter(), {"t": -1e9, "name": ""}
+
+        def log(name: str) -> None:
+            now = time.perf_counter()
+            if name in steps or now - last["t"] >= 2.0:
+                print(f"splitc: {now - t0:7.1f}s {name}", file=sys.stderr, flush=True)
+                last["t"] = now
+
+        yield log
+        return
     with Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar_:
         task = bar_.add_task("starting", total=len(steps))
@@ -83,6 +95,8 @@ def progress(enabled: bool, steps: list[str]):
             if name in steps:
                 bar_.update(task, description=name, completed=steps.index(name))
                 done["n"] += 1
+            else:  # a sub-step (calibration): shown as the description
+                bar_.update(task, description=name)
 
         yield step
         bar_.update(task, completed=len(steps))

@@ -103,3 +103,56 @@ def test_external_data_offset_or_length_out_of_range_is_one_line(tmp_path, field
     with pytest.raises(SplitcError, match=r"tensor 'w'.*(beyond the end|negative|not integers)") as e:
         compile_model(model, None)
     assert "\n" not in str(e.value)
+
+
+# -- the onnxruntime run that observes shapes is bounded ------------------------------------------------------------
+
+def _loop_model(trips: int, scan: bool):
+    """x -> Loop(trips) adding 1 each time -> NonZero (a data-dependent shape, so compile runs the model to see it).
+    With ``scan`` the loop also stacks every iteration's value (memory grows with the trips)."""
+    f = onnx.TensorProto.FLOAT
+    body_nodes = [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Add", ["v", "one"], ["v_out"])]
+    body_outputs = [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+                    helper.make_tensor_value_info("v_out", f, [1, 256])]
+    if scan:
+        body_nodes.append(helper.make_node("Identity", ["v"], ["scan"]))
+        body_outputs.append(helper.make_tensor_value_info("scan", f, [1, 256]))
+    body = helper.make_graph(body_nodes, "body", [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+                                                  helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+                                                  helper.make_tensor_value_info("v", f, [1, 256])],
+                             body_outputs, [numpy_helper.from_array(np.ones((1, 256), np.float32), "one")])
+    loop_out = ["v_final", "scans"] if scan else ["v_final"]
+    nodes = [helper.make_node("Loop", ["M", "c", "x"], loop_out, body=body, name="loop"),
+             helper.make_node("NonZero", ["v_final"], ["nz"], name="nonzero"),
+             helper.make_node("Cast", ["nz"], ["y"], to=f, name="cast")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [1, 256])],
+                              [helper.make_tensor_value_info("y", f, None)],
+                              [numpy_helper.from_array(np.array(trips, np.int64), "M"), numpy_helper.from_array(np.array(True), "c")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_without_end_is_stopped_at_the_time_limit(tmp_path, monkeypatch):
+    import splitc.frontend.observe as observe
+
+    monkeypatch.setattr(observe, "TIMEOUT_S", 3.0)
+    onnx.save(_loop_model(10**12, scan=False), tmp_path / "endless.onnx")
+    with pytest.raises(SplitcError, match=r"^endless\.onnx: .*took longer than 3 s"):
+        compile_model(tmp_path / "endless.onnx", None)
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_that_allocates_without_end_is_stopped_at_the_memory_limit(tmp_path, monkeypatch):
+    import splitc.frontend.observe as observe
+
+    monkeypatch.setattr(observe, "MEMORY_BYTES", 768 << 20)
+    onnx.save(_loop_model(10**12, scan=True), tmp_path / "greedy.onnx")
+    with pytest.raises(SplitcError, match=r"^greedy\.onnx: .*memory limit of 0\.8 GiB"):
+        compile_model(tmp_path / "greedy.onnx", None)
+
+
+def test_a_bounded_loop_is_observed_in_the_child(tmp_path):
+    onnx.save(_loop_model(5, scan=True), tmp_path / "five.onnx")
+    result = compile_model(tmp_path / "five.onnx", None)
+    nz = {v.name: v for node in result.model.graph for v in node.outputs}["nz"]
+    assert list(nz.shape) == [2, 256]  # NonZero of a (1, 256) tensor of 6s: every element

@@ -23,8 +23,10 @@ import onnx_ir as ir
 
 from splitc.cost import quantizers as C
 from splitc.errors import SplitcError, SplitcWarning
+from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 from splitc.frontend.passes.replicable import is_replicable
+from splitc.runtimes.ans import AnsModel
 from splitc.runtimes.wire import encode
 
 
@@ -196,73 +198,164 @@ def _subsample(x: np.ndarray, rng: np.random.Generator, budget: int = 8192) -> n
 
 def measured_bytes(q_frames: list[np.ndarray], tc: C.TensorCodec) -> int:
     """Mean payload bytes per frame of the runtime codec (bit-packing + entropy coding), header included."""
-    sizes = [len(encode({"q": q}, bits={"q": tc.bits} if tc.bits != 8 else None, entropy=tc.spec.entropy)) for q in q_frames]
-    return int(round(float(np.mean(sizes))))
+    models = {"q": AnsModel(tc.ans)} if tc.ans is not None else None
+    return int(round(float(np.mean([len(payload(q, tc, models)) for q in q_frames]))))
+
+
+def never_crosses(v: ir.Value) -> bool:
+    """Read only by an activation or batch norm fused into its producer's kernel: the pair shares a tier."""
+    cons = v.consumers()
+    return bool(cons) and all(getattr(c.meta.get(ann.COST), "rule", "").startswith("fused_into:") for c in cons)
+
+
+def _sample_metrics(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
+    return C.output_metrics([ref], [got])
+
+
+def _attainable(per_sample: list[dict], total: int, budget: dict[str, float]) -> bool:
+    """Can the mean over ``total`` samples still meet ``budget`` when the remaining ones score 1.0?"""
+    rest = total - len(per_sample)
+    return all((sum(m[k] for m in per_sample) + rest) / total >= v - 1e-12 for k, v in budget.items())
+
+
+class Calibration:
+    """Every candidate tensor's fitted codecs and their measured payloads, with the accuracy check done on demand.
+
+    Fitting and measuring stream the samples: the model runs once per sample with every candidate as an output,
+    each tensor's values are subsampled (fit) or quantized and coded (size) and dropped. The accuracy check
+    (``verify``) is the expensive part (the model runs once per sample and codec with that tensor perturbed), so it
+    is done only for the tensors a plan actually sends: ``codecs`` starts optimistic (auto: each tensor's smallest
+    candidate) and the compiler re-solves after each ``verify`` until every tensor its plan sends is verified. Every
+    unverified price is a lower bound of the verified one, so the final plan is optimal for the verified prices.
+    """
+
+    def __init__(self, model: ir.Model, spec: C.CodecSpec, samples: list[dict], budget: dict[str, float],
+                 fit_fraction: float = 0.65, seed: int = 0, progress=None, measure_frames: int = 4):
+        if len(samples) < 2:
+            raise SplitcError(f"calibration needs at least 2 samples, got {len(samples)}")
+        self.model, self.spec, self.budget = model, spec, budget
+        self.progress = progress or (lambda _msg: None)
+        n_fit = min(len(samples) - 1, max(1, int(round(len(samples) * fit_fraction))))
+        self.fit_set, self.eval_set = samples[:n_fit], samples[n_fit:]
+        cands = [v for v in candidates(model) if not never_crosses(v)]
+        if spec.kind == "auto":
+            limit = max(int(np.prod(v.shape)) for v in graph_inputs(model.graph) if v.shape is not None and v.shape.is_static())
+            cands = [v for v in cands if int(np.prod(v.shape)) <= limit]
+        self.names = [v.name for v in cands]
+        self.ranks = {v.name: len(v.shape) for v in cands}
+        self.out_names = [o.name for o in model.graph.outputs]
+        self.verified: set[str] = set()
+        self.fitted: dict[str, list[C.TensorCodec]] = {}
+        self.codecs: dict[str, C.TensorCodec] = {}
+        if not self.names:
+            return
+        self._capture = _session(_with_outputs(model, self.names))
+        self._fit(seed)
+        self._measure(measure_frames)
+        self._capture = None
+        for n in self.names:
+            self.fitted[n].sort(key=lambda t: t.measured_bytes)
+            self.codecs[n] = self.fitted[n][0]
+
+    def _fit(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        per_sample = max(256, 32768 // len(self.fit_set))  # values per sample and tensor (axis 1 kept whole)
+        subs: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
+        for i, feeds in enumerate(self.fit_set):
+            self.progress(f"calibrate: fit {i + 1}/{len(self.fit_set)}")
+            for n, x in zip(self.names, self._capture.run(self.names, feeds)):
+                subs[n].append(_subsample(x, rng, per_sample))
+        specs = [self.spec] if self.spec.kind == "static" else [C.parse_codec(s) for s in C.auto_candidates()]
+        for n in self.names:
+            tcs = [C.fit(s, subs[n], rank=self.ranks[n]) for s in specs]
+            for tc in tcs:  # a per-channel fit of a tensor without channels is a per-tensor one
+                if tc.axis is not None and tc.scale.size == 1:
+                    tc.axis, tc.scale, tc.zero_point = None, tc.scale.reshape(()), tc.zero_point.reshape(())
+            self.fitted[n] = tcs
+            del subs[n]
+
+    def _measure(self, frames: int) -> None:
+        """Payload sizes on the first ``frames`` evaluation samples; reference outputs on all of them."""
+        self.reference: list[list[np.ndarray]] = []
+        sizes: dict[int, list[int]] = {}
+        models = {id(tc): {"q": AnsModel(tc.ans)} for tcs in self.fitted.values() for tc in tcs if tc.ans is not None}
+        for i, feeds in enumerate(self.eval_set):
+            self.progress(f"calibrate: measure {i + 1}/{len(self.eval_set)}")
+            measured = self.names if i < frames else []
+            got = dict(zip(measured + self.out_names, self._capture.run(measured + self.out_names, feeds)))
+            self.reference.append([got[o] for o in self.out_names])
+            for n in measured:
+                for tc in self.fitted[n]:
+                    q = C.quantize(got[n], tc)
+                    sizes.setdefault(id(tc), []).append(len(payload(q, tc, models.get(id(tc)))))
+                del got[n]
+        for tcs in self.fitted.values():
+            for tc in tcs:
+                tc.measured_bytes = int(round(float(np.mean(sizes[id(tc)]))))
+
+    # ---------------------------------------------------------------- accuracy, on demand
+
+    def verify(self, names) -> bool:
+        """Check the accuracy of the current codec of each tensor of ``names`` not yet verified (auto: walk its
+        candidates from the smallest until one meets the budget; none does: it crosses as fp32). True if any was."""
+        todo = [n for n in dict.fromkeys(names) if n in self.fitted and n not in self.verified]
+        if not todo or (self.spec.kind == "static" and not self.budget):
+            self.verified.update(todo)
+            return False
+        for chunk in self._chunks(todo):
+            sess = _session(_with_outputs(self.model, chunk))
+            clean = {n: [] for n in chunk}
+            for feeds in self.eval_set:
+                for n, x in zip(chunk, sess.run(chunk, feeds)):
+                    clean[n].append(x)
+            del sess
+            for n in chunk:
+                self.progress(f"calibrate: check {len(self.verified) + 1} ({n})")
+                self._choose(n, clean.pop(n))
+                self.verified.add(n)
+        return True
+
+    def _chunks(self, names: list[str], limit: int = 256 << 20) -> list[list[str]]:
+        """Groups of tensors whose clean values on the evaluation set fit in ``limit`` bytes."""
+        shapes = {v.name: v.shape for v in candidates(self.model)}
+        out, cur, size = [], [], 0
+        for n in names:
+            b = int(np.prod(shapes[n])) * 4 * len(self.eval_set)
+            if cur and size + b > limit:
+                out.append(cur)
+                cur, size = [], 0
+            cur.append(n)
+            size += b
+        return out + ([cur] if cur else [])
+
+    def _choose(self, name: str, clean: list[np.ndarray]) -> None:
+        probe = _session(_probe_model(self.model, [name]))
+        static = self.spec.kind == "static"
+        for tc in self.fitted[name]:
+            per_sample = []
+            for feeds, x, ref in zip(self.eval_set, clean, self.reference):
+                delta = C.dequantize(C.quantize(x, tc), tc) - x
+                per_sample.append(_sample_metrics(ref, probe.run(self.out_names, {**feeds, f"{name}__delta": delta})))
+                if not static and not _attainable(per_sample, len(self.eval_set), self.budget):
+                    break
+            tc.error = {k: float(np.mean([m[k] for m in per_sample])) for k in per_sample[0]}
+            if static or (len(per_sample) == len(self.eval_set) and C.meets(tc.error, self.budget)):
+                self.codecs[name] = tc
+                return
+        self.codecs.pop(name, None)  # auto: no candidate meets the budget -> fp32
+
+    def warn_missed(self, names) -> None:
+        """``--boundary <static codec>`` with a budget: name the tensors among ``names`` that miss it."""
+        bad = [n for n in names if n in self.codecs and self.codecs[n].error and not C.meets(self.codecs[n].error, self.budget)]
+        if self.spec.kind == "static" and bad:
+            warnings.warn(f"--boundary {self.spec.name}: {len(bad)} tensor(s) sent miss --accuracy-budget alone (e.g. {bad[0]}:"
+                          f" {self.codecs[bad[0]].error}); --boundary auto picks a codec per tensor", SplitcWarning, stacklevel=2)
 
 
 def calibrate_codecs(model: ir.Model, spec: C.CodecSpec, samples: list[dict], budget: dict[str, float],
                      fit_fraction: float = 0.65, seed: int = 0) -> dict[str, C.TensorCodec]:
-    """Tensor name -> calibrated codec (see the module docstring)."""
-    if len(samples) < 2:
-        raise SplitcError(f"calibration needs at least 2 samples, got {len(samples)}")
-    n_fit = min(len(samples) - 1, max(1, int(round(len(samples) * fit_fraction))))
-    fit_set, eval_set = samples[:n_fit], samples[n_fit:]
-    cands = candidates(model)
-    if spec.kind == "auto":
-        limit = max(int(np.prod(v.shape)) for v in graph_inputs(model.graph) if v.shape is not None and v.shape.is_static())
-        cands = [v for v in cands if int(np.prod(v.shape)) <= limit]
-    names = [v.name for v in cands]
-    if not names:
-        return {}
-    rng = np.random.default_rng(seed)
-    sess = _session(_with_outputs(model, names))
-    out_names = [o.name for o in model.graph.outputs]
-    subs: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feeds in fit_set:
-        got = dict(zip(names, sess.run(names, feeds)))
-        for n in names:
-            subs[n].append(_subsample(got[n], rng))
-    specs = [spec] if spec.kind == "static" else [C.parse_codec(s) for s in C.AUTO_CANDIDATES]
-    ranks = {v.name: len(v.shape) for v in cands}
-    fitted = {n: [C.fit(s, subs[n], rank=ranks[n]) for s in specs] for n in names}
-    for tcs in fitted.values():  # a per-channel fit of a tensor without channels is a per-tensor one
-        for tc in tcs:
-            if tc.axis is not None and tc.scale.size == 1:
-                tc.axis, tc.scale, tc.zero_point = None, tc.scale.reshape(()), tc.zero_point.reshape(())
-    del subs
-    clean: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    reference = []
-    for feeds in eval_set:
-        got = dict(zip(names + out_names, sess.run(names + out_names, feeds)))
-        reference.append([got[o] for o in out_names])
-        for n in names:
-            clean[n].append(got[n])
-    for n in names:
-        for tc in fitted[n]:
-            tc.measured_bytes = measured_bytes([C.quantize(x, tc) for x in clean[n][:8]], tc)
-    if spec.kind == "static" and not budget:
-        return {n: fitted[n][0] for n in names}
-    # the model with every candidate perturbable, one at a time
-    probe = _session(_probe_model(model, names))
-    zeros = {n: np.zeros_like(clean[n][0]) for n in names}
-    chosen: dict[str, C.TensorCodec] = {}
-    failed = []
-    for n in names:
-        for tc in sorted(fitted[n], key=lambda t: t.measured_bytes):
-            got = []
-            for feeds, x in zip(eval_set, clean[n]):
-                deltas = dict(zeros)
-                deltas[n] = C.dequantize(C.quantize(x, tc), tc) - x
-                got.append(probe.run(out_names, {**feeds, **{f"{k}__delta": v for k, v in deltas.items()}}))
-            tc.error = C.output_metrics(reference, got)
-            if C.meets(tc.error, budget) or spec.kind == "static":
-                chosen[n] = tc
-                break
-        else:
-            failed.append(n)
-    if spec.kind == "static":
-        bad = [n for n, tc in chosen.items() if not C.meets(tc.error, budget)]
-        if bad:
-            warnings.warn(f"--boundary {spec.name}: {len(bad)} tensor(s) miss --accuracy-budget alone (e.g. {bad[0]}:"
-                          f" {chosen[bad[0]].error}); --boundary auto picks a codec per tensor", SplitcWarning, stacklevel=2)
-    return chosen  # auto: tensors in ``failed`` get no codec -> the fp32/int8 fallback decided by the caller
+    """Tensor name -> calibrated codec, every candidate verified (the compiler verifies only what its plan sends)."""
+    cal = Calibration(model, spec, samples, budget, fit_fraction, seed)
+    cal.verify(cal.names)
+    cal.warn_missed(cal.names)
+    return cal.codecs  # auto: tensors no candidate satisfies get no codec -> the fp32 fallback decided by the caller

@@ -32,7 +32,16 @@ from splitc.errors import SplitcError
 CLIPS = ("mse", "pct", "minmax")
 AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8-static")
 _PCA = re.compile(r"^pca(?P<k>[0-9]+|0?\.[0-9]+)\+(?P<rest>int.*)$")
-_SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax))?(?:\+(?P<entropy>zstd|lz4))?$")
+_SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax|step(?:[0-9]*\.)?[0-9]+))?"
+                   r"(?:\+(?P<entropy>zstd|lz4|ans))?$")
+ANS_STEPS = (1.0, 0.5, 0.25, 0.125)  # auto's +ans candidates: uniform steps of this fraction of each channel's std
+
+
+def auto_candidates() -> tuple[str, ...]:
+    """``auto``'s candidates: the zstd ones, and with the ans coder installed entropy-coded uniform steps."""
+    from splitc.runtimes import ans
+
+    return AUTO_CANDIDATES + (tuple(f"int8-channel-step{f:g}+ans" for f in ANS_STEPS) if ans.available() else ())
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,9 @@ def parse_codec(spec: str) -> CodecSpec:
     m = _SPEC.match(s)
     if m is None or (m["bits"] == "8" and not (m["channel"] or m["static"] or m["clip"] or m["entropy"])):
         raise SplitcError(f"--boundary '{spec}': choose fp32, int8 (dynamic), auto, or int<8|4|2>[-channel][-static]"
-                          f"[-mse|-pct|-minmax][+zstd|+lz4], e.g. int4-channel or int8-static-pct")
+                          f"[-mse|-pct|-minmax|-step<f>][+zstd|+lz4|+ans], e.g. int4-channel, int8-static-pct or int8-channel-step0.5+ans")
+    if m["clip"] and m["clip"].startswith("step") and not 0 < float(m["clip"][4:]) <= 64:
+        raise SplitcError(f"--boundary '{spec}': -step<f> is a step of f x the channel's standard deviation, 0 < f <= 64")
     return CodecSpec(s, "static", int(m["bits"]), bool(m["channel"]), m["clip"] or "mse", m["entropy"] or "zstd")
 
 
@@ -89,6 +100,7 @@ class TensorCodec:
     basis: np.ndarray | None = None  # PCA: (k, C) float32 orthonormal rows, applied on axis 1 of a 4-D NCHW tensor
     mean: np.ndarray | None = None  # PCA: (C,) float32 channel mean
     explained: float | None = None  # PCA: fraction of the calibration variance the k components keep
+    ans: dict | None = None  # +ans: the symbol tables (splitc.runtimes.ans), part of the plan
 
     @property
     def bits(self) -> int:
@@ -99,7 +111,7 @@ class TensorCodec:
         base = self.spec.name
         if self.spec.pca is not None and self.basis is None:  # fell back: not a 4-D tensor
             base = base.split("+", 1)[1]
-        return base if base.endswith(("+zstd", "+lz4")) else f"{base}+{self.spec.entropy}"
+        return base if base.endswith(("+zstd", "+lz4", "+ans")) else f"{base}+{self.spec.entropy}"
 
     def plan_entry(self) -> dict:
         out = {"bits": self.bits, "axis": self.axis, "clip": self.spec.clip,
@@ -108,6 +120,8 @@ class TensorCodec:
         if self.basis is not None:  # the basis and mean live in the ONNX parts only
             out["pca"] = {"k": int(self.basis.shape[0]), "channels": int(self.basis.shape[1]),
                           "explained_variance": round(float(self.explained), 6)}
+        if self.ans is not None:
+            out["ans"] = self.ans
         return out
 
     def wire_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -207,17 +221,38 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     ``rank``: the tensor's rank (default: that of the samples); PCA applies to 4-D tensors only (others fall back to
     the codec after ``+``)."""
     rank = samples[0].ndim if rank is None else rank
+    raw = samples
     basis = mean = explained = None
     if spec.pca is not None and rank == 4 and samples[0].ndim >= 2 and samples[0].shape[1] > 1:
         basis, mean, explained = fit_pca(samples, pca_k(spec, samples[0].shape[1]))
         samples = [project(s, basis, mean) for s in samples]
     per_channel = spec.per_channel and samples[0].ndim >= 2
     values = np.concatenate([channel_view(s, per_channel) for s in samples], axis=1)
-    lo, hi = fit_ranges(values, spec.bits, spec.clip)
-    scale, zp = qparams(lo, hi, spec.bits)
+    if spec.clip.startswith("step"):
+        scale, zp = step_params(values, spec.bits, float(spec.clip[4:]))
+    else:
+        lo, hi = fit_ranges(values, spec.bits, spec.clip)
+        scale, zp = qparams(lo, hi, spec.bits)
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
-    return TensorCodec(spec, scale, zp, 1 if per_channel else None, basis=basis, mean=mean, explained=explained)
+    tc = TensorCodec(spec, scale, zp, 1 if per_channel else None, basis=basis, mean=mean, explained=explained)
+    if spec.entropy == "ans":
+        from splitc.runtimes import ans
+
+        q = np.concatenate([quantize(s, tc).reshape(s.shape[0], s.shape[1] if s.ndim >= 2 else 1, -1) for s in raw], axis=2)
+        tc.ans = ans.fit_tables(q, 1 << spec.bits, per_channel=rank >= 2 and q.shape[1] > 1)
+    return tc
+
+
+def step_params(values: np.ndarray, bits: int, f: float) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform steps of ``f`` x each row's standard deviation over the row's whole range (0 exact), widened where
+    the range needs more than 2^bits - 1 steps: with an entropy coder, rare large values cost little."""
+    levels = (1 << bits) - 1
+    lo = np.minimum(values.min(axis=1).astype(np.float64), 0.0)
+    hi = np.maximum(values.max(axis=1).astype(np.float64), 0.0)
+    step = np.maximum(np.maximum(f * values.std(axis=1).astype(np.float64), (hi - lo) / levels), 1e-8)
+    zp = np.clip(np.round(-lo / step), 0, levels)
+    return step.astype(np.float32), zp.astype(np.uint8)
 
 
 def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:

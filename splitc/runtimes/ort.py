@@ -176,10 +176,22 @@ class SplitModel:
         except ValueError as e:  # CodecError, or a packing error: the part's outputs are not what plan.json says crosses the link
             raise SplitcError(f"{self.dir}/plan.json: the hop of '{hop['tensor']}' ({hop['from']} -> {hop['to']}): {e}") from None
 
+    def _ans_models(self, hop: dict, wire: list) -> dict:
+        """The hop's ans models (its uint8 symbol tensor), built once from plan.json's tables (validated there)."""
+        cache = self.__dict__.setdefault("_ans_cache", {})
+        key = (hop["tensor"], hop.get("link", 0), hop.get("direction"))
+        if key not in cache:
+            from splitc.runtimes.ans import AnsModel
+
+            tables = (hop.get("quant") or {}).get("ans")
+            cache[key] = {w["name"]: AnsModel(tables) for w in wire if w["dtype"] == "uint8"} if tables is not None else {}
+        return cache[key]
+
     def _send_wire(self, hop: dict, wire: list, stores, result: RunResult) -> None:
         t = time.perf_counter()
         bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
-        entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"
+        entropy = {"lz4": "lz4", "ans": "ans"}.get(hop.get("codec", "").rpartition("+")[2], "zstd")
+        models = self._ans_models(hop, wire) if entropy == "ans" else None
         tensors = {w["name"]: stores[hop["from"]][w["name"]] for w in wire}
         expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
         streams = getattr(self, "_streams", None)
@@ -195,9 +207,9 @@ class SplitModel:
             t_enc = time.perf_counter()
             stores[hop["to"]].update(decoder.decode(payload))
         else:
-            payload = encode(tensors, bits=bits, plan=self.fingerprint, entropy=entropy)
+            payload = encode(tensors, bits=bits, plan=self.fingerprint, entropy=entropy, models=models)
             t_enc = time.perf_counter()
-            stores[hop["to"]].update(decode(payload, expected, plan=self.fingerprint))
+            stores[hop["to"]].update(decode(payload, expected, plan=self.fingerprint, models=models))
         direction = hop.get("direction", "down" if hop["to"] == self.device else "up")
         result.link_bytes[hop.get("link", 0)][direction] += len(payload)
         result.seconds["encode"] = result.seconds.get("encode", 0.0) + t_enc - t

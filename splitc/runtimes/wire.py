@@ -29,6 +29,8 @@ import zlib
 import numpy as np
 import zstandard
 
+from splitc.runtimes import ans as _ans
+
 from splitc.runtimes.jsonguard import JSONLimitError, loads
 
 try:  # optional: pip install lz4 (faster, larger than zstd)
@@ -47,7 +49,7 @@ MAX_ELEMENTS = 1 << 31  # per tensor, as plan.json is bounded (splitc/runtimes/p
 MAX_FRAME = (1 << 63) - 1
 _DTYPES = {"float32", "float16", "float64", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "bool"}
 BITS = (1, 2, 4, 8)
-ENTROPY = ("zstd", "lz4", "raw", "sparse-zstd")
+ENTROPY = ("zstd", "lz4", "raw", "sparse-zstd", "ans")  # ans: splitc/runtimes/ans.py, with the plan's tables
 SPARSE_AT = 0.5  # try the sparse layout when at least this fraction of the values are zero (post-ReLU)
 
 
@@ -134,10 +136,12 @@ def _unsparse(raw: bytes, dtype: str, n: int, name: str) -> bytes:
 
 
 def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, int] | None = None, plan: str | None = None,
-           entropy: str | dict[str, str] = "zstd", frame: int = 0, key: bool = True, delta: frozenset | set = frozenset()) -> bytes:
+           entropy: str | dict[str, str] = "zstd", frame: int = 0, key: bool = True, delta: frozenset | set = frozenset(),
+           models: dict | None = None) -> bytes:
     """One payload. ``bits``: tensor -> 4/2/1 for uint8 symbols to bit-pack; ``plan``: the plan fingerprint;
     ``entropy``: "zstd" (at ``level``), "lz4" or "raw", for all tensors or per tensor; ``frame``/``key``/``delta``
-    are set by the stream encoder (splitc/runtimes/delta.py)."""
+    are set by the stream encoder (splitc/runtimes/delta.py). ``models``: tensor -> splitc.runtimes.ans.AnsModel for
+    the tensors whose entropy is "ans" (coded with it when constriction is installed, else zstd)."""
     bits = bits or {}
     entries, blobs = [], []
     for name, arr in tensors.items():
@@ -145,9 +149,13 @@ def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, in
         b = bits.get(name, 8)
         if b not in BITS or (b != 8 and arr.dtype != np.uint8):
             raise ValueError(f"tensor '{name}': {b}-bit packing needs uint8 symbols, got {arr.dtype}")
-        raw = pack_bits(arr, b) if b != 8 else arr.tobytes()
         method = entropy if isinstance(entropy, str) else entropy.get(name, "zstd")
-        codec, blob = _compress(raw, method, level)
+        model = (models or {}).get(name) if method == "ans" else None
+        if model is not None and _ans.available() and name not in delta:  # symbols coded whole, not bit-packed
+            codec, blob = "ans", model.encode(arr)
+        else:
+            raw = pack_bits(arr, b) if b != 8 else arr.tobytes()
+            codec, blob = _compress(raw, "zstd" if method == "ans" else method, level)
         if method == "zstd" and b == 8 and arr.size >= 64 and name not in delta:
             flat = arr.reshape(-1)
             if np.count_nonzero(flat) <= (1 - SPARSE_AT) * flat.size:
@@ -239,12 +247,14 @@ def read_header(payload: bytes) -> tuple[int, dict, int]:
     return version, header, _PREFIX.size + header_len
 
 
-def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = None, header_out: dict | None = None) -> dict[str, np.ndarray]:
+def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = None, header_out: dict | None = None,
+           models: dict | None = None) -> dict[str, np.ndarray]:
     """Decode ``payload``; ``expected`` maps each tensor name to (dtype, shape) or (dtype, shape, bits) from the plan.
 
     ``plan``: the receiver's plan fingerprint; a payload naming another plan is rejected.
     ``header_out``: filled with the payload's header (frame, key, per-tensor delta flags) for the stream decoder.
-    Bit-packed tensors come back as uint8 symbols in [0, 2^bits). ``payload``: any bytes-like object."""
+    Bit-packed tensors come back as uint8 symbols in [0, 2^bits). ``payload``: any bytes-like object.
+    ``models``: tensor -> splitc.runtimes.ans.AnsModel (from the plan) for tensors that may arrive ans-coded."""
     if not isinstance(expected, dict):
         raise CodecError(f"expected tensors must be a dict name -> (dtype, shape[, bits]), not {type(expected).__name__}")
     specs = {name: _expect(name, spec) for name, spec in expected.items()}
@@ -278,6 +288,9 @@ def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = Non
             raise CodecError(f"tensor '{name}': unknown codec {_brief(e.get('codec'))!r}")
         if e.get("codec") == "sparse-zstd" and (bits != 8 or e.get("delta")):
             raise CodecError(f"tensor '{name}': the sparse layout is only for whole 8-bit values")
+        if e.get("codec") == "ans" and ((models or {}).get(name) is None or dtype != "uint8" or e.get("delta")
+                                        or (models or {})[name].alphabet != 1 << bits):
+            raise CodecError(f"tensor '{name}': ans-coded, but the plan gives it no ans tables of {1 << bits} symbols")
         if e.get("codec") == "raw" and stored != nbytes:
             raise CodecError(f"tensor '{name}': {stored} bytes decoded, {nbytes} expected")
         plans.append((e, name, dtype, shape, bits, n, nbytes, offset, stored))
@@ -289,6 +302,12 @@ def decode(payload: bytes, expected: dict[str, tuple], *, plan: str | None = Non
     for e, name, dtype, shape, bits, n, nbytes, start, stored in plans:
         blob = payload[start:start + stored]
         codec = e["codec"]
+        if codec == "ans":  # the symbol count comes from the plan's shape; the tables bound every symbol
+            try:
+                out[name] = models[name].decode(blob, shape)
+            except _ans.AnsError as err:
+                raise CodecError(f"tensor '{name}': {err}") from None
+            continue
         if codec == "sparse-zstd":  # bitmap + non-zero values: at most the bitmap more than the dense bytes
             bound = (n + 7) // 8 + nbytes
             try:

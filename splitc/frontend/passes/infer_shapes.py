@@ -3,20 +3,19 @@
 ONNX shape inference (with data propagation) does most of the work. Where it cannot, for
 example a Reshape whose target is computed from a Paddle export's shape arithmetic, the pass
 runs the model once in onnxruntime on synthetic inputs of the fixed shapes and reads the
-shapes off the real tensors.
+shapes off the real tensors, in a child process bounded in time and memory (``splitc.frontend.observe``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
 from splitc.errors import SplitcError
 from splitc.ir.graph import graph_inputs, static_dims
-from splitc.runtimes.ort import synthetic_inputs
+from splitc.frontend.observe import ObserveError, observe
 
 
 def _needs_shape(graph: ir.Graph) -> list[ir.Value]:
@@ -26,11 +25,6 @@ def _needs_shape(graph: ir.Graph) -> list[ir.Value]:
             if v.name and (static_dims(v) is None or v.dtype is None):
                 out.append(v)
     return out
-
-
-def _synthetic_inputs(graph: ir.Graph) -> dict[str, np.ndarray]:
-    """Inputs of the fixed shapes, made as the runtime makes them (normal floats, ones for integers and masks)."""
-    return synthetic_inputs([{"name": v.name, "dtype": v.dtype.numpy(), "shape": static_dims(v)} for v in graph_inputs(graph)])
 
 
 @dataclass(frozen=True)
@@ -64,31 +58,25 @@ class InferShapesPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, True)
 
     def _observe(self, model: ir.Model, missing: list[ir.Value]) -> None:
-        import onnxruntime as ort
-
         proto = ir.to_proto(model)
         existing = {o.name for o in proto.graph.output}
         for v in missing:
             if v.name not in existing:
                 proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(v.name))
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
+        specs = [{"name": v.name, "dtype": v.dtype.numpy().str, "shape": list(static_dims(v))} for v in graph_inputs(model.graph)]
         try:
-            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            names = [o.name for o in session.get_outputs()]
-            results = session.run(names, _synthetic_inputs(model.graph))
-        except Exception as e:  # noqa: BLE001
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            observed = observe(proto.SerializeToString(), specs, self.model_name)
+        except ObserveError as e:
+            if not e.run_failed:
+                raise SplitcError(str(e)) from None
             raise SplitcError(
                 f"{self.model_name}: tensor '{missing[0].name}' has no static shape and the model could not be run"
-                f" to observe it ({first[:200]})"
+                f" to observe it ({str(e).partition(': ')[2]})"
             ) from None
-        observed = dict(zip(names, results))
         for v in missing:
-            arr = observed.get(v.name)
-            if arr is None or not isinstance(arr, np.ndarray):
+            if v.name not in observed:
                 continue
-            v.shape = ir.Shape(list(arr.shape))
+            shape, dtype = observed[v.name]
+            v.shape = ir.Shape(list(shape))
             if v.dtype is None:
-                v.dtype = ir.DataType.from_numpy(arr.dtype)
+                v.dtype = ir.DataType.from_numpy(dtype)

@@ -1,0 +1,132 @@
+"""Entropy coding of quantized symbols with static per-channel probability models (rANS, ``constriction``).
+
+A calibrated codec with ``+ans`` (``int8-channel-step0.5+ans``) fits, per channel (axis 1), a histogram of its
+uint8 symbols on the calibration data; the tables are part of the plan (``boundary[].quant.ans``), so both ends
+build the same models and a payload carries only the coded words. The coder is ``constriction``'s ANS stack
+coder (an optional extra: ``pip install 'splitc[ans]'``); without it the sender falls back to zstd and says so in
+the payload (``codec: "zstd"``), and a receiver without it rejects an ``ans`` payload with a one-line error.
+
+Table format (``quant.ans``): ``{"alphabet": 2^bits, "axis": 1 | null, "tables": [[first, [count, ...]], ...]}``,
+one table per channel (or one for the whole tensor): counts of the symbols ``first, first + 1, ...``; every other
+symbol of the alphabet gets a small floor probability, so any symbol can be coded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # optional: pip install constriction
+    import constriction as _constriction
+except ImportError:  # pragma: no cover - depends on the install
+    _constriction = None
+
+MAX_TABLES = 1 << 16
+MAX_COUNT = 1 << 40
+FLOOR = 2.0 ** -20  # probability mass per unseen symbol, relative to the table's total
+
+
+class AnsError(ValueError):
+    """A table or payload that does not make a valid model or symbol stream."""
+
+
+def available() -> bool:
+    return _constriction is not None
+
+
+def fit_tables(q: np.ndarray, alphabet: int, per_channel: bool) -> dict:
+    """Tables (the plan entry) from calibration symbols ``q`` (samples stacked on axis 0, channels on axis 1)."""
+    q = np.asarray(q, np.uint8)
+    rows = np.moveaxis(q, 1, 0).reshape(q.shape[1], -1) if per_channel and q.ndim >= 2 else q.reshape(1, -1)
+    tables = []
+    for r in rows:  # half a count more within 2 of every symbol seen: held-out neighbours stay cheap (stored doubled)
+        hist = np.bincount(r, minlength=alphabet)[:alphabet]
+        counts = 2 * hist + (np.convolve(hist > 0, np.ones(5, int), mode="same") > 0)
+        nz = np.flatnonzero(counts)
+        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 1)
+        tables.append([lo, counts[lo:hi].astype(int).tolist()])
+    return {"alphabet": int(alphabet), "axis": 1 if per_channel and q.ndim >= 2 else None, "tables": tables}
+
+
+class AnsModel:
+    """The coder's models for one tensor, built once from its plan entry (which it validates: plans are untrusted)."""
+
+    def __init__(self, entry: dict):
+        if not isinstance(entry, dict):
+            raise AnsError("ans tables must be an object")
+        alphabet, axis, tables = entry.get("alphabet"), entry.get("axis"), entry.get("tables")
+        if type(alphabet) is not int or alphabet not in (2, 4, 16, 256):
+            raise AnsError(f"ans alphabet {alphabet!r} is not 2, 4, 16 or 256")
+        if axis not in (None, 1) or not isinstance(tables, list) or not 1 <= len(tables) <= MAX_TABLES or (axis is None and len(tables) != 1):
+            raise AnsError("ans tables: axis must be 1 or null and tables a list of 1..65536 (one when axis is null)")
+        self.alphabet, self.axis = alphabet, axis
+        self.probabilities = []
+        for t in tables:
+            if not (isinstance(t, list) and len(t) == 2 and type(t[0]) is int and isinstance(t[1], list)):
+                raise AnsError("an ans table must be [first symbol, [counts]]")
+            first, counts = t
+            if not (0 <= first and 1 <= len(counts) and first + len(counts) <= alphabet
+                    and all(type(c) is int and 0 <= c <= MAX_COUNT for c in counts)):
+                raise AnsError(f"ans table [{first}, {len(counts)} counts] does not fit an alphabet of {alphabet} with counts in 0..2^40")
+            full = np.zeros(alphabet, np.float64)
+            full[first:first + len(counts)] = counts
+            total = max(full.sum(), 1.0)
+            p = full + FLOOR * total
+            self.probabilities.append(p / p.sum())
+        self._models = None
+
+    @property
+    def models(self):
+        if self._models is None:
+            if _constriction is None:
+                raise AnsError("the ans coder needs the constriction package: pip install 'splitc[ans]'")
+            cat = _constriction.stream.model.Categorical
+            self._models = [cat(p, perfect=False) for p in self.probabilities]
+        return self._models
+
+    def _rows(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(outer, tables, inner): the symbol array as outer x tables x inner blocks, one table per block."""
+        n = int(np.prod(shape))
+        if self.axis is None:
+            return 1, 1, n
+        if len(shape) < 2 or shape[1] != len(self.probabilities):
+            raise AnsError(f"ans tables are per channel ({len(self.probabilities)}), the tensor has shape {list(shape)}")
+        inner = int(np.prod(shape[2:]))
+        return shape[0], shape[1], inner
+
+    def encode(self, q: np.ndarray) -> bytes:
+        """uint8 symbols (< alphabet) -> coded bytes (little-endian 32-bit words)."""
+        q = np.asarray(q)
+        outer, rows, inner = self._rows(q.shape)
+        if q.size and int(q.max()) >= self.alphabet:
+            raise AnsError(f"symbol {int(q.max())} is outside the alphabet of {self.alphabet}")
+        blocks = q.reshape(outer, rows, inner).astype(np.int32)
+        models = self.models
+        coder = _constriction.stream.stack.AnsCoder()
+        for o in range(outer - 1, -1, -1):  # a stack: the last block coded is the first decoded
+            for r in range(rows - 1, -1, -1):
+                coder.encode_reverse(blocks[o, r], models[r])
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """Coded bytes -> uint8 symbols of ``shape``; the count is the shape's, whatever the bytes say."""
+        if len(blob) % 4:
+            raise AnsError(f"{len(blob)} bytes is not a whole number of 32-bit words")
+        outer, rows, inner = self._rows(shape)
+        models = self.models
+        words = np.frombuffer(blob, "<u4").astype(np.uint32)
+        try:
+            coder = _constriction.stream.stack.AnsCoder(words)
+            out = np.empty((outer, rows, inner), np.uint8)
+            for o in range(outer):
+                for r in range(rows):
+                    out[o, r] = coder.decode(models[r], inner)
+        except Exception as err:  # noqa: BLE001 - constriction raises plain exceptions on malformed streams
+            raise AnsError(f"ans data is corrupt ({err})") from None
+        return out.reshape(shape)
+
+    def bits(self, q: np.ndarray) -> float:
+        """Ideal code length of ``q`` under these models (the cross-entropy), in bits."""
+        outer, rows, inner = self._rows(np.shape(q))
+        logp = -np.log2(np.stack(self.probabilities))  # (rows, alphabet)
+        blocks = np.asarray(q).reshape(outer, rows, inner)
+        return float(np.take_along_axis(np.broadcast_to(logp[None], (outer, rows, self.alphabet)), blocks.astype(np.intp), axis=2).sum())

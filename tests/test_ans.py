@@ -1,0 +1,128 @@
+"""The ans entropy coder: per-channel static tables from calibration, in the wire format beside zstd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splitc.cost import quantizers as C
+from splitc.runtimes import ans
+from splitc.runtimes.wire import CodecError, decode, encode, read_header
+
+needs_ans = pytest.mark.skipif(not ans.available(), reason="constriction is not installed (pip install 'splitc[ans]')")
+
+
+def _symbols(rng, shape=(1, 6, 20, 20), spread=(1, 2, 4, 8, 16, 32)):
+    """Per channel a different width around a different centre: per-channel tables pay."""
+    q = np.stack([np.clip(np.rint(rng.normal(40 + 30 * c, s, shape[2:])), 0, 255) for c, s in enumerate(spread)])
+    return q[None].astype(np.uint8)
+
+
+def _entropy_bits(q: np.ndarray) -> float:
+    bits = 0.0
+    for row in np.moveaxis(q, 1, 0).reshape(q.shape[1], -1):
+        p = np.bincount(row, minlength=256) / row.size
+        p = p[p > 0]
+        bits -= float((p * np.log2(p)).sum()) * row.size
+    return bits
+
+
+@needs_ans
+def test_coder_round_trips_and_codes_within_2_percent_of_the_symbols_entropy():
+    rng = np.random.default_rng(0)
+    fit = np.concatenate([_symbols(rng) for _ in range(30)], axis=2)
+    model = ans.AnsModel(ans.fit_tables(fit, 256, per_channel=True))
+    q = np.concatenate([_symbols(rng) for _ in range(20)], axis=2)  # held out, enough symbols for an honest entropy
+    blob = model.encode(q)
+    np.testing.assert_array_equal(model.decode(blob, q.shape), q)
+    assert len(blob) * 8 <= 1.02 * _entropy_bits(q) + 64
+    assert len(blob) * 8 <= 1.001 * model.bits(q) + 64  # the coder itself: at the model's cross-entropy
+    # per-channel tables beat one table for the tensor on these channels
+    one = ans.AnsModel(ans.fit_tables(fit, 256, per_channel=False))
+    assert len(blob) < 0.9 * len(one.encode(q))
+
+
+@needs_ans
+def test_symbols_never_seen_in_calibration_still_code():
+    fit = np.full((1, 2, 50), 7, np.uint8)
+    model = ans.AnsModel(ans.fit_tables(fit, 16, per_channel=True))
+    q = np.array([[[7, 0, 15, 7], [7, 7, 9, 3]]], np.uint8)
+    np.testing.assert_array_equal(model.decode(model.encode(q), q.shape), q)
+    with pytest.raises(ans.AnsError, match="outside the alphabet"):
+        model.encode(np.array([[[16, 0, 0, 0], [0, 0, 0, 0]]], np.uint8))
+
+
+@needs_ans
+def test_wire_records_the_coder_and_checks_the_plan_tables():
+    rng = np.random.default_rng(1)
+    q = _symbols(rng)
+    models = {"t": ans.AnsModel(ans.fit_tables(np.concatenate([_symbols(rng) for _ in range(10)], axis=2), 256, True))}
+    p = encode({"t": q}, plan="fp", entropy="ans", models=models)
+    assert read_header(p)[1]["tensors"][0]["codec"] == "ans"
+    assert len(p) < len(encode({"t": q}, plan="fp"))  # smaller than zstd
+    np.testing.assert_array_equal(decode(p, {"t": ("uint8", q.shape)}, plan="fp", models=models)["t"], q)
+    with pytest.raises(CodecError, match="no ans tables"):
+        decode(p, {"t": ("uint8", q.shape)}, plan="fp")
+    with pytest.raises(CodecError, match="no ans tables of 16"):  # the plan says 4-bit symbols: the tables must match
+        decode(encode({"t": q & 15}, plan="fp", bits={"t": 4}, entropy="ans", models=models),
+               {"t": ("uint8", q.shape, 4)}, plan="fp", models=models)
+
+
+def test_without_constriction_the_sender_falls_back_to_zstd_and_says_so(monkeypatch):
+    q = _symbols(np.random.default_rng(2))
+    models = {"t": ans.AnsModel(ans.fit_tables(q, 256, True))}
+    monkeypatch.setattr(ans, "_constriction", None)
+    p = encode({"t": q}, plan="fp", entropy="ans", models=models)
+    assert read_header(p)[1]["tensors"][0]["codec"] == "zstd"
+    np.testing.assert_array_equal(decode(p, {"t": ("uint8", q.shape)}, plan="fp", models=models)["t"], q)
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"alphabet": 3, "axis": None, "tables": [[0, [1]]]}, "alphabet"),
+    ({"alphabet": 16, "axis": None, "tables": [[0, [1]], [0, [1]]]}, "one when axis is null"),
+    ({"alphabet": 16, "axis": 1, "tables": [[10, [1] * 7]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [[0, [-1]]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [[0, [1.5]]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [["0", [1]]]}, "first symbol"),
+    ("tables", "object"),
+])
+def test_plan_tables_are_validated(entry, match):
+    with pytest.raises(ans.AnsError, match=match):
+        ans.AnsModel(entry)
+
+
+def test_step_codec_uses_a_uniform_step_of_f_standard_deviations_with_zero_exact():
+    rng = np.random.default_rng(3)
+    x = [(rng.standard_normal((1, 4, 8, 8)) * np.array([1, 2, 4, 8]).reshape(1, 4, 1, 1) + 0.5).astype(np.float32) for _ in range(20)]
+    tc = C.fit(C.parse_codec("int8-channel-step0.5+ans"), x)
+    std = np.concatenate([C.channel_view(a, True) for a in x], axis=1).std(axis=1)
+    np.testing.assert_allclose(tc.scale, 0.5 * std, rtol=1e-5)
+    assert np.all(C.dequantize(C.quantize(np.zeros((1, 4, 1, 1), np.float32), tc), tc) == 0)
+    assert tc.ans["axis"] == 1 and len(tc.ans["tables"]) == 4 and tc.name == "int8-channel-step0.5+ans"
+    assert tc.plan_entry()["ans"] is tc.ans
+    with pytest.raises(Exception, match="0 < f <= 64"):
+        C.parse_codec("int8-step0+ans")
+
+
+@needs_ans
+def test_compiled_plan_carries_the_tables_and_the_runtime_codes_with_them(tmp_path):
+    from conftest import save_model
+
+    from splitc.compiler import CompileOptions, compile_model, import_model
+    from splitc.runtimes.ort import SplitModel, synthetic_inputs
+    from splitc.tools import zoo
+
+    path = save_model(zoo.bottlenet(), tmp_path / "b.onnx")
+    spec = import_model(path).graph.inputs[0]
+    np.savez(tmp_path / "c.npz", **{spec.name: np.random.default_rng(0).standard_normal((6, *spec.shape)).astype(np.float32)})
+    sent = {}
+    for boundary in ("int8-channel-step0.5+ans", "int8-channel-step0.5+zstd"):
+        out = tmp_path / boundary
+        plan = compile_model(path, out, CompileOptions(link="4g", boundary=boundary, calibrate=str(tmp_path / "c.npz"))).plan
+        hop = next(b for b in plan["boundary"] if b["tensor"] == "bottleneck")
+        assert hop["codec"] == boundary and ("ans" in hop["quant"]) == boundary.endswith("+ans")
+        run = SplitModel(out).run(synthetic_inputs(SplitModel(out).inputs))
+        sent[boundary] = (run.bytes_up, hop["encoded_bytes"])
+    ans_bytes, ans_predicted = sent["int8-channel-step0.5+ans"]
+    assert ans_bytes < 0.8 * sent["int8-channel-step0.5+zstd"][0]
+    assert abs(ans_predicted - ans_bytes) <= 0.15 * ans_bytes  # the plan prices what the runtime sends
