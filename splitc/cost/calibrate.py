@@ -196,6 +196,13 @@ def _subsample(x: np.ndarray, rng: np.random.Generator, budget: int = 8192) -> n
     return np.ascontiguousarray(flat)
 
 
+def payload(q: np.ndarray, tc: C.TensorCodec, models: dict | None = None) -> bytes:
+    """The runtime codec's payload for symbols ``q`` of ``tc`` (bit-packing or the ans tables, entropy coding)."""
+    if models is None and tc.ans is not None:
+        models = {"q": AnsModel(tc.ans)}
+    return encode({"q": q}, bits={"q": tc.bits} if tc.bits != 8 else None, entropy=tc.spec.entropy, models=models)
+
+
 def measured_bytes(q_frames: list[np.ndarray], tc: C.TensorCodec) -> int:
     """Mean payload bytes per frame of the runtime codec (bit-packing + entropy coding), header included."""
     models = {"q": AnsModel(tc.ans)} if tc.ans is not None else None
