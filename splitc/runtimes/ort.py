@@ -21,10 +21,14 @@ OPT_LEVELS = {
 }
 
 
-def session(model: str | Path | bytes, optimization: str = "all", threads: int = 0) -> ort.InferenceSession:
+def session(model: str | Path | bytes, optimization: str = "all", threads: int = 0, spinning: bool = True) -> ort.InferenceSession:
+    """``spinning=False``: idle intra-op threads sleep instead of spinning after a run (a server, or a client
+    beside one, on few cores: spinning threads starve the process that has work)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = OPT_LEVELS[optimization]
     options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
     try:
@@ -78,7 +82,8 @@ class SplitModel:
     sends is encoded, (here) handed over in memory, and decoded into the next tier's store.
     """
 
-    def __init__(self, out_dir: str | Path, optimization: str = "all", threads: int = 0, runtime: str = "ort"):
+    def __init__(self, out_dir: str | Path, optimization: str = "all", threads: int = 0, runtime: str = "ort",
+                 spinning: bool = True):
         if runtime not in ("ort", "tvm"):
             raise SplitcError(f"runtime '{runtime}': choose ort (the ONNX parts) or tvm (the libraries of --emit onnx,tvm)")
         out = Path(out_dir)
@@ -100,7 +105,7 @@ class SplitModel:
             path = (out / file).resolve()  # inside `out`: planfile checked it
             if not path.is_file():
                 raise SplitcError(f"{out}: plan.json names {file} for stage {stage['index']} ({stage['target']}), but it is missing")
-            self.sessions[stage["index"]] = session(path, optimization, threads)
+            self.sessions[stage["index"]] = session(path, optimization, threads, spinning)
         self.fingerprint = plan_fingerprint(self.plan)  # payloads name the plan they were made for
         self.hops: dict[int, list[dict]] = {}
         for b in self.plan["boundary"]:

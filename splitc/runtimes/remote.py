@@ -84,7 +84,7 @@ class RemoteSplitModel:
     def __init__(self, out_dir: str | Path, url: str, *, timeout: float = 2.0, token: str | None = None,
                  ca: str | None = None, backoff: tuple[float, float] = (0.25, 8.0), inflight: int = 4,
                  optimization: str = "all", threads: int = 0, local: SplitModel | None = None):
-        self.local = local or SplitModel(out_dir, optimization=optimization, threads=threads)
+        self.local = local or SplitModel(out_dir, optimization=optimization, threads=threads, spinning=False)
         self.plan = self.local.plan
         self.segment = Segment(self.plan)
         parts = urlsplit(url if "://" in url else f"http://{url}")

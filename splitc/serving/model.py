@@ -30,7 +30,7 @@ class SplitStages(Model):
     """Every stage of the plan in ``out_dir`` that does not run on the device."""
 
     def __init__(self, out_dir: str | Path, threads: int = 0):
-        self.split = SplitModel(out_dir, threads=threads)
+        self.split = SplitModel(out_dir, threads=threads, spinning=False)
         self.segment = Segment(self.split.plan)
         super().__init__(self.segment.name)
         self.dir = Path(out_dir)

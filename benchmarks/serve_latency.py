@@ -1,0 +1,144 @@
+"""Server overhead per request on loopback, and predicted vs measured latency through an emulated link.
+
+    .venv/bin/python benchmarks/serve_latency.py overhead OUT/ [--frames 60]
+    .venv/bin/python benchmarks/serve_latency.py link OUT/ --link 4g [--frames 30]      # as root: netns + veth + tc tbf
+
+overhead: the same frames, alternately in process (SplitModel.run) and through `splitc serve` on 127.0.0.1
+(RemoteSplitModel.run); the overhead is the median of the per-frame differences (goal <= 2 ms). The server's
+own decode+compute+encode is reported beside it, so the HTTP/KServe share is visible.
+
+link: the server runs in a network namespace joined to this one by a veth pair, each direction shaped by tc
+tbf to the plan link's rate; the link's RTT is added by splitc.serving.linkemu's userspace delay proxy (this
+kernel has no netem). Measured end-to-end per frame vs plan.json's prediction (head, transfer, tail, RTT),
+with the device and server compute replaced by what this machine measured (the plan predicts an rpi4 and a
+T4; this machine is neither), so the comparison is of the network part the plan models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from splitc.runtimes.ort import SplitModel, synthetic_inputs
+from splitc.runtimes.remote import RemoteSplitModel
+from splitc.serving.linkemu import Link
+
+
+def start_server(out: Path, host: str, port: int, prefix: list[str] = ()) -> tuple[subprocess.Popen, object]:
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "splitc", "serve", str(out), "--host", host, "--port", str(port),
+                             "--grpc-port", "0"], stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"splitc serve exited: {log.read()[-2000:]}")
+        try:
+            check = [*prefix, sys.executable, "-c", f"import urllib.request; urllib.request.urlopen('http://{host}:{port}/v2/health/ready', timeout=1)"]
+            if subprocess.run(check, capture_output=True, timeout=10).returncode == 0:
+                return proc, log
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("splitc serve did not become ready in 90 s")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def overhead(out: Path, frames: int, port: int) -> dict:
+    proc, _ = start_server(out, "127.0.0.1", port)
+    try:
+        local = SplitModel(out, spinning=False)
+        remote = RemoteSplitModel(out, f"http://127.0.0.1:{port}", local=local, timeout=30)
+        feeds = [synthetic_inputs(local.inputs, s) for s in range(4)]
+        for f in feeds:  # warm both paths
+            local.run(f), remote.run(f)
+        t_local, t_remote, server = [], [], []
+        for i in range(frames):  # alternate, so load changes hit both alike
+            f = feeds[i % len(feeds)]
+            t = time.perf_counter()
+            local.run(f)
+            t_local.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r = remote.run(f)
+            t_remote.append(time.perf_counter() - t)
+            server.append(r.seconds.get("round_trip", float("nan")) - r.seconds.get("server", float("nan")))
+        assert remote.stats.local == 0, remote.stats.lines()
+        diff = np.array(t_remote) - np.array(t_local)
+        return {"plan": str(out), "frames": frames, "in_process_ms": float(np.median(t_local)) * 1e3,
+                "remote_ms": float(np.median(t_remote)) * 1e3, "overhead_ms": float(np.median(diff)) * 1e3,
+                "round_trip_minus_server_ms": float(np.median(server)) * 1e3}
+    finally:
+        stop(proc)
+
+
+def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
+    plan = json.loads((out / "plan.json").read_text())
+    ln = plan["links"][0]
+    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
+        proc, _ = start_server(out, link.host, port, link.exec_prefix)
+        try:
+            proxy = link.proxy(port)
+            local = SplitModel(out, spinning=False)
+            remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60)
+            feeds = [synthetic_inputs(local.inputs, s) for s in range(4)]
+            for f in feeds[:2]:
+                remote.run(f)
+            rows = []
+            for i in range(frames):
+                t = time.perf_counter()
+                r = remote.run(feeds[i % len(feeds)])
+                e2e = time.perf_counter() - t
+                head = sum(v for k, v in r.seconds.items() if k.startswith("stage"))
+                transfer = r.bytes_up * 8 / ln["up_bps"] + r.bytes_down * 8 / ln["down_bps"]
+                rows.append((e2e, head, r.seconds["server"], r.seconds["round_trip"] - r.seconds["server"], transfer))
+            assert remote.stats.local == 0, remote.stats.lines()
+        finally:
+            stop(proc)
+    a = np.array(rows)
+    e2e, head, server, network, transfer = a.T
+    pred_one_rtt = head + server + transfer + ln["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
+    pred_plan = head + server + transfer + plan["predicted"]["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
+    err_one, err_plan = np.abs(e2e / pred_one_rtt - 1), np.abs(e2e / pred_plan - 1)
+    net_err = np.abs(network / (transfer + ln["rtt_s"]) - 1)
+    return {"plan": str(out), "link": ln["name"], "shaped_by": "tc tbf in netns + delay proxy" if link.shaped else "proxy (no root)",
+            "frames": frames, "bytes_up": int(r.bytes_up), "bytes_down": int(r.bytes_down),
+            "plan_predicted_ms": plan["predicted"]["total_s"] * 1e3, "measured_e2e_ms": float(np.median(e2e)) * 1e3,
+            "device_ms": float(np.median(head)) * 1e3, "server_ms": float(np.median(server)) * 1e3,
+            "network_measured_ms": float(np.median(network)) * 1e3, "network_predicted_ms": float(np.median(transfer) + ln["rtt_s"]) * 1e3,
+            "err_network_median": float(np.median(net_err)), "err_network_worst": float(np.max(net_err)),
+            "err_e2e_one_rtt_median": float(np.median(err_one)), "err_e2e_one_rtt_worst": float(np.max(err_one)),
+            "err_e2e_plan_rtt_median": float(np.median(err_plan))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("overhead", "link"))
+    ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--port", type=int, default=18765)
+    ap.add_argument("--no-shape", action="store_true", help="rate in the proxy even as root")
+    args = ap.parse_args()
+    for d in args.dirs:
+        res = overhead(d, args.frames, args.port) if args.mode == "overhead" else through_link(d, args.frames, args.port,
+                                                                                               False if args.no_shape else None)
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Emulated links for tests and benchmarks: rate by the kernel (tc tbf on a veth pair into a network namespace, as
+root), delay by a small userspace TCP proxy (this kernel has no netem). Without root, the proxy does the rate too.
+
+    with Link(up_bps=5.85e6, down_bps=13.76e6, rtt_s=0.05) as link:   # link.host: where the server binds
+        server listening on (link.host, port) inside link.netns (``link.exec_prefix`` runs a command there)
+        proxy = link.proxy(port)                                       # the device connects to 127.0.0.1:proxy.port
+
+The proxy holds every chunk for rtt/2 in each direction (order kept), so a request/response costs one RTT
+plus the transfers, as on a real path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+NS_ADDR, HOST_ADDR = "10.213.7.2", "10.213.7.1"
+
+
+def can_shape() -> bool:
+    """Root, ip and tc present, and namespaces work (CI and this machine as root)."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+        return False
+    name = f"splitc-probe-{os.getpid()}"
+    ok = subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return ok
+
+
+def _tbf(dev: str, bps: float, netns: str | None = None) -> list[str]:
+    burst = max(4000, int(bps / 8 * 0.002))  # 2 ms worth, at least a few packets
+    cmd = ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(bps)}bit", "burst", str(burst), "latency", "2s"]
+    return (["ip", "netns", "exec", netns] if netns else []) + cmd
+
+
+class Link:
+    def __init__(self, up_bps: float, down_bps: float, rtt_s: float, shape: bool | None = None):
+        self.up_bps, self.down_bps, self.rtt_s = float(up_bps), float(down_bps), float(rtt_s)
+        self.shaped = can_shape() if shape is None else shape
+        self.netns = f"splitc-{os.getpid()}-{id(self) % 10000}" if self.shaped else None
+        self.host = NS_ADDR if self.shaped else "127.0.0.1"
+        self._proxies: list[DelayProxy] = []
+
+    @property
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
+
+    def __enter__(self) -> "Link":
+        if self.shaped:
+            ns, a, b = self.netns, f"vs{os.getpid() % 100000}d", f"vs{os.getpid() % 100000}s"
+            cmds = [["ip", "netns", "add", ns], ["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+                    ["ip", "link", "set", b, "netns", ns], ["ip", "addr", "add", f"{HOST_ADDR}/30", "dev", a],
+                    ["ip", "link", "set", a, "up"], ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_ADDR}/30", "dev", b],
+                    ["ip", "netns", "exec", ns, "ip", "link", "set", b, "up"], ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+                    _tbf(a, self.up_bps), _tbf(b, self.down_bps, ns)]
+            self._veth = a
+            for cmd in cmds:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self._proxies:
+            p.close()
+        if self.netns:
+            subprocess.run(["ip", "link", "del", self._veth], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+    def proxy(self, port: int) -> "DelayProxy":
+        """A proxy on 127.0.0.1 to (host, port): delay rtt/2 each way; the rate too when the kernel does not shape."""
+        rates = (None, None) if self.shaped else (self.up_bps, self.down_bps)
+        p = DelayProxy((self.host, port), self.rtt_s / 2, *rates)
+        self._proxies.append(p)
+        return p
+
+
+class DelayProxy:
+    """TCP proxy in its own thread: every chunk is forwarded ``delay_s`` after it arrived (and, when given, no
+    faster than ``bps``), in order, in each direction."""
+
+    def __init__(self, target: tuple[str, int], delay_s: float, up_bps: float | None = None, down_bps: float | None = None):
+        self.target, self.delay_s, self.rates = target, delay_s, (up_bps, down_bps)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_w, self.rates[0]), self._pipe(up_r, writer, self.rates[1]),
+                             return_exceptions=True)
+
+    async def _pipe(self, reader, writer, bps: float | None) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def send():
+            free_at = 0.0  # when the emulated wire is free again (rate limiting without the kernel)
+            while True:
+                due, data = await queue.get()
+                if data is None:
+                    break
+                if bps:
+                    free_at = max(free_at, due) + len(data) * 8 / bps
+                    due = free_at
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        task = asyncio.ensure_future(send())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + self.delay_s, data))
+        except (ConnectionError, OSError):
+            pass
+        queue.put_nowait((0.0, None))
+        await task
+
+    def close(self) -> None:
+        def stop():
+            self.server.close()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(stop)
+        self._thread.join(5)
