@@ -281,3 +281,24 @@ def test_feeds_for_gives_every_input_its_shape(models):
 
     feeds = feeds_for(models["symbolic"], {"x": (1, 8, 32)})
     assert {k: v.shape for k, v in feeds.items()} == {"x": (1, 8, 32)}
+
+
+def test_typical_kernel_times_add_up_to_a_typical_run():
+    """On a busy machine every run is preempted somewhere, each kernel rarely: the kernels' own medians would
+    sum to an unloaded run and the fit would undershoot every measured run."""
+    from splitc.tools.profiler import _kernel_durations, typical_kernel_seconds
+
+    kernels = [f"k{i}" for i in range(10)]
+    runs = []
+    for r in range(12):
+        run = {k: 0.001 for k in kernels}
+        run[kernels[r % 10]] += 0.005  # this run's preemption lands in one kernel
+        runs.append(run)
+    runs[3] = {k: 0.02 for k in kernels}  # one run stalled throughout: an outlier, trimmed
+    typical = typical_kernel_seconds(runs)
+    assert sum(typical.values()) == pytest.approx(0.015)  # what a typical run's kernels took
+    assert sorted(typical) == kernels and min(typical.values()) == pytest.approx(0.001)
+    # per run from a trace: kernels inside warm-up runs are left out
+    trace = [{"cat": "Session", "name": "model_run", "ts": t, "dur": 50} for t in (0, 100, 200)]
+    trace += [{"cat": "Node", "name": "conv_kernel_time", "ts": t + 10, "dur": d} for t, d in ((0, 7), (100, 3), (200, 5))]
+    assert [dict(r) for r in _kernel_durations(trace, 1)] == [{"conv": pytest.approx(3e-6)}, {"conv": pytest.approx(5e-6)}]

@@ -15,12 +15,14 @@ and both graphs are cut at the tensors they share:
 * a group of kernels with no original node (a layout change of a graph input) joins the kernels next to it.
 
 Each resulting group is a set of original nodes and the kernels that compute exactly them: its measured time is
-the sum of its kernels' median durations. A fused group is thus costed as a unit; most groups are one node
+the sum of its kernels' durations in a typical run (the mean over the middle half of the runs, by their total:
+see :func:`typical_kernel_seconds`). A fused group is thus costed as a unit; most groups are one node
 (plus the activations and batch norms fused into it).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import platform
@@ -73,7 +75,7 @@ def session_options(settings: Settings, *, profile_prefix: str | None = None, op
     options.log_severity_level = 3
     # With more than one thread, onnxruntime's workers spin for tens of ms after each parallel section by default.
     # The profiled and the plain session run interleaved: a pool still spinning steals a core from the other
-    # session (on 2 cores, 2-thread runs measured 3-5x slower), and the profiler's per-kernel medians miss it.
+    # session (on 2 cores, 2-thread runs measured 3-5x slower), and the profiled kernel times miss it.
     # So no pool spins once its run returns; between parallel sections it spins only with ``spinning``.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
     options.add_session_config_entry("session.force_spinning_stop", "1")
@@ -94,7 +96,7 @@ def make_session(model: str | Path | bytes, settings: Settings, **kw) -> ort.Inf
 class Group:
     """Original nodes and the kernels that compute exactly them."""
 
-    seconds: float  # sum of the kernels' median durations
+    seconds: float  # sum of the kernels' typical durations (typical_kernel_seconds)
     nodes: tuple[str, ...]  # original node names (costed ones and those fused/eliminated with them)
     kernels: tuple[str, ...]  # onnxruntime kernel (optimized node) names
 
@@ -107,7 +109,7 @@ class ModelProfile:
     settings: Settings
     wall_s: float  # median whole-model run, profiling off
     wall_runs: list[float]
-    kernel_s: float  # sum of the kernels' median durations, profiling on
+    kernel_s: float  # sum of the kernels' typical durations, profiling on
     groups: list[Group]
     features: dict[str, NodeFeatures]  # original node name -> features (nodes that cost nothing are absent)
     op_types: dict[str, str]  # original node name -> op type
@@ -131,19 +133,42 @@ class ModelProfile:
 # --------------------------------------------------------------------------------------------- measuring
 
 
-def _kernel_durations(trace: list[dict], warmup: int) -> dict[str, list[float]]:
-    """Per kernel name, its durations (seconds) in each run after the first ``warmup`` runs."""
+def _kernel_durations(trace: list[dict], warmup: int) -> list[dict[str, float]]:
+    """Per run after the first ``warmup`` runs: kernel name -> its seconds in that run."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
     kept = runs[warmup:]
-    out: dict[str, list[float]] = defaultdict(list)
+    starts = [lo for lo, _ in kept]
+    out: list[dict[str, float]] = [defaultdict(float) for _ in kept] or [defaultdict(float)]
     for e in trace:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
-        ts = e["ts"]
-        if kept and not any(lo <= ts <= hi for lo, hi in kept):
-            continue
-        out[e["name"][: -len("_kernel_time")]].append(e["dur"] * 1e-6)
+        r = bisect.bisect_right(starts, e["ts"]) - 1
+        if kept and (r < 0 or e["ts"] > kept[r][1]):
+            continue  # a warm-up run's kernel
+        out[max(r, 0)][e["name"][: -len("_kernel_time")]] += e["dur"] * 1e-6
     return out
+
+
+def middle_mean(values: list[float]) -> float:
+    """The mean of the values between their quartiles (the interquartile mean): robust like a median, and a
+    mean, so that it adds up (see :func:`typical_kernel_seconds`)."""
+    lo, hi = np.percentile(values, [25, 75])
+    return float(np.mean([v for v in values if lo <= v <= hi]))
+
+
+def typical_kernel_seconds(per_run: list[dict[str, float]]) -> dict[str, float]:
+    """Kernel name -> seconds in a typical run: the mean over the runs whose kernel total lies between the
+    quartiles of all runs' totals.
+
+    Not each kernel's own median: on a machine that also runs other work, most runs are preempted somewhere,
+    but each short kernel rarely, so the sum of per-kernel medians misses the preemptions that every run
+    pays (measured on 2 shared cores at load 9: 178 ms against a 374 ms median run of the plain session; these
+    means summed to 364 ms). Means over the same runs add up to the kernel time of those runs."""
+    totals = [sum(r.values()) for r in per_run]
+    lo, hi = np.percentile(totals, [25, 75])
+    kept = [r for r, t in zip(per_run, totals) if lo <= t <= hi]
+    names = {k for r in per_run for k in r}
+    return {k: sum(r.get(k, 0.0) for r in kept) / len(kept) for k in names}
 
 
 def _specs(model: ir.Model) -> list[dict]:
@@ -212,10 +237,9 @@ def measure_model(
             trace = json.load(f)
         optimized = onnx.load(opt, load_external_data=False)
         del sess, plain
-    durations = _kernel_durations(trace, settings.warmup)
-    medians = {k: statistics.median(v) for k, v in durations.items()}
+    typical = typical_kernel_seconds(_kernel_durations(trace, settings.warmup))
     static = {n.name for n in model.graph if is_replicable(n)}
-    groups, kernel_ops, unmapped, notes = map_kernels(proto.graph, optimized.graph, medians, static)
+    groups, kernel_ops, unmapped, notes = map_kernels(proto.graph, optimized.graph, typical, static)
     features = {}
     op_types = {}
     for node in model.graph:
@@ -225,7 +249,7 @@ def measure_model(
             features[node.name] = f
     return ModelProfile(
         model=str(path), settings=settings, wall_s=statistics.median(wall), wall_runs=wall,
-        kernel_s=sum(medians.values()), groups=groups, features=features, op_types=op_types,
+        kernel_s=sum(typical.values()), groups=groups, features=features, op_types=op_types,
         kernel_ops=kernel_ops, unmapped_s=unmapped, notes=notes,
     )
 
@@ -557,9 +581,9 @@ def measure_profiler_bias(settings: Settings, nodes: int = 200, runs: int = 30) 
                 if i >= settings.warmup:
                     wall.append(time.perf_counter() - t)
             with open(prof.end_profiling()) as f:
-                durations = _kernel_durations(json.load(f), settings.warmup)
-        kernels = sum(statistics.median(v) for v in durations.values())
-        estimates.append((statistics.median(wall) - kernels) / max(1, len(durations)))
+                durations = typical_kernel_seconds(_kernel_durations(json.load(f), settings.warmup))
+        kernels = sum(durations.values())
+        estimates.append((middle_mean(wall) - kernels) / max(1, len(durations)))
     return float(min(10e-6, max(-10e-6, statistics.median(estimates))))
 
 
@@ -729,7 +753,7 @@ def profile_device(
     sources = [
         f"measured by splitc profile on {machine_description()} at {table['date']}",
         f"onnxruntime {ort.__version__} CPUExecutionProvider, graph optimization '{settings.optimization}', intra-op threads:"
-        f" {threads} ({'spinning' if settings.spinning else 'not spinning'} when idle); {settings.warmup} warm-up + {settings.runs} measured runs per model, per-kernel medians",
+        f" {threads} ({'spinning' if settings.spinning else 'not spinning'} when idle); {settings.warmup} warm-up + {settings.runs} measured runs per model, per-kernel means over the runs between the quartiles",
         "models: " + ", ".join(f"{label} ({p.kernels} kernels, {len(p.groups)} groups)" for p, label in zip(measured, labels)),
         (f"plus {len(cal)} built-in calibration graphs ({table['calibration_kernels']} kernels: standalone elementwise, layout,"
          " reduction, norm, pooling, resize and MatMul ops)") if cal else "no calibration graphs (--no-calibration)",
