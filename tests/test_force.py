@@ -170,8 +170,9 @@ def test_an_output_under_a_file_is_a_one_line_error(tmp_path, chain_model, capsy
     assert len(err) == 1 and err[0].startswith("splitc: error:") and "afile" in err[0]
 
 
-@pytest.mark.parametrize("replace", [False, True], ids=["new", "force"])
-def test_sigterm_mid_write_leaves_no_temporary_directory(tmp_path, replace):
+@pytest.mark.parametrize("replace,delay", [(False, 0.0), (True, 0.0), (False, 1.0)],
+                         ids=["new-at-start", "force-at-start", "new-mid-write"])
+def test_sigterm_mid_write_leaves_no_temporary_directory(tmp_path, replace, delay):
     model = tmp_path / "r18.onnx"
     onnx.save(zoo.resnet18(), str(model))  # 47 MB of weights: saving and checking the parts takes a while
     out = tmp_path / "out"
@@ -185,6 +186,8 @@ def test_sigterm_mid_write_leaves_no_temporary_directory(tmp_path, replace):
         assert proc.poll() is None, f"compile ended before it wrote anything: {proc.communicate()}"
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    time.sleep(delay)  # the write (parts, checker, report) takes seconds: 1 s in, it is saving or checking parts
+    assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert leftovers(tmp_path) == []

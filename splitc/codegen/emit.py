@@ -40,8 +40,10 @@ def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: di
     """Write everything into a temporary directory beside ``out``, then install it (splitc.codegen.output): ``force``
     replaces only a directory splitc wrote that holds none of ``keep`` (the input model) nor the current directory."""
     out = output.check_replaceable(out, force, keep)  # refuse before writing anything
-    tmp = output.make_temp_dir(out)
+    tmp = None
     try:
+        with output.signals_held():  # an interrupt cannot fall between creating it and knowing its name
+            tmp = output.make_temp_dir(out)
         _save_parts(tmp, split, artifacts)
         for directory, v_split, v_artifacts, v_plan, _interval in variants:
             (tmp / directory).mkdir(parents=True)
@@ -58,10 +60,11 @@ def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: di
         (tmp / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
         if extra is not None:
             extra(tmp)
+        output.install_dir(tmp, out, force, keep)
     except BaseException as e:
-        with output.signals_held():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            with output.signals_held():
+                shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise output.os_error(out, "write it", e) from None
         raise
-    output.install_dir(tmp, out, force, keep)
