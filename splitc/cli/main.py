@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --emit tvm, the server's TVM target: llvm (x86-64 with AVX2), cuda, host, or a JSON target dict"
                         " (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (written whole or not at all)")
-    c.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    c.add_argument("--force", action="store_true",
+                   help="replace DIR if splitc wrote it (its plan.json) and it holds neither the model nor the current"
+                        " directory; anything else (a symlink, a file, another folder) is refused")
     c.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
     c.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
