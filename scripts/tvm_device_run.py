@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if record is None:
         raise SystemExit(f"{args.dir}: plan.json has no TVM library for stage {args.stage}")
     t0 = time.perf_counter()
-    part = tvm_runtime.TVMPart(args.dir / record["library"], record)
+    part = tvm_runtime.TVMPart(tvm_runtime.library_path(args.dir, record), record)  # never a library outside args.dir
     t1 = time.perf_counter()
     with np.load(args.inputs) as data:
         feeds = {k: data[k] for k in data.files}

@@ -237,3 +237,15 @@ def test_run_with_a_file_that_is_not_numpy(out, capsys):
     code, _, err = run_cli(["run", str(out), "--input", str(out.parent / "junk.npz")], capsys)
     assert code == 2
     assert "cannot read" in one_line_error(err)
+
+
+@pytest.mark.parametrize("library", ["../evil.so", "/tmp/evil.so", "link.so"])
+def test_tvm_library_path_stays_inside_without_planfile(tmp_path, library):
+    """tvm.py's own guard (scripts/tvm_device_run.py loads tvm.py alone, without planfile)."""
+    from splitc.runtimes.tvm import library_path
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link.so").symlink_to(tmp_path / "evil.so")
+    with pytest.raises(SplitcError, match="leaves the output folder"):
+        library_path(tmp_path / "out", {"library": library})
+    assert library_path(tmp_path / "out", {"library": "head.so"}) == (tmp_path / "out" / "head.so").resolve()

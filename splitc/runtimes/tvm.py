@@ -152,13 +152,16 @@ def open_parts(out_dir: str | Path, plan: dict, threads: int = 0) -> dict[int, T
     missing = [s["index"] for s in plan["stages"] if s.get("artifact") is not None and s["index"] not in by_stage]
     if missing:
         raise SplitcError(f"{out}: plan.json's tvm_artifacts has no library for stage(s) {missing}")
-    parts = {}
-    for index, r in sorted(by_stage.items()):
-        library = (out / str(r["library"])).resolve()
-        if not library.is_relative_to(out.resolve()):  # planfile.validate refuses it first; loading runs its constructors
-            raise SplitcError(f"{out}/plan.json: TVM library '{r['library']}' leaves the output folder")
-        parts[index] = TVMPart(library, r, threads)
-    return parts
+    return {index: TVMPart(library_path(out, r), r, threads) for index, r in sorted(by_stage.items())}
+
+
+def library_path(out_dir: str | Path, record: dict) -> Path:
+    """The record's library, resolved (symlinks too) and inside ``out_dir``: loading a library runs its constructors."""
+    out = Path(out_dir)
+    library = (out / str(record["library"])).resolve()
+    if Path(str(record["library"])).is_absolute() or not library.is_relative_to(out.resolve()):
+        raise SplitcError(f"{out}/plan.json: TVM library '{record['library']}' leaves the output folder")
+    return library
 
 
 ATOL = 1e-4  # relative to max(1, |onnxruntime|)
