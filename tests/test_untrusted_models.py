@@ -4,6 +4,7 @@ reads a file the user did not name, and stays bounded in time and memory."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -156,3 +157,83 @@ def test_a_bounded_loop_is_observed_in_the_child(tmp_path):
     result = compile_model(tmp_path / "five.onnx", None)
     nz = {v.name: v for node in result.model.graph for v in node.outputs}["nz"]
     assert list(nz.shape) == [2, 256]  # NonZero of a (1, 256) tensor of 6s: every element
+
+
+# -- malformed graphs and odd names: one line, or it just works -----------------------------------------------------
+
+def _vi(name, shape=(1, 4)):
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None if shape is None else list(shape))
+
+
+def _save(path, nodes, inputs, outputs, inits=(), opset=17, graph_name="g"):
+    model = helper.make_model(helper.make_graph(nodes, graph_name, inputs, outputs, list(inits)),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _relu_chain(path, x="x", y="y", z="z", names=("r1", "r2"), **kw):
+    nodes = [helper.make_node("Relu", [x], [y], name=names[0]), helper.make_node("Sigmoid", [y], [z], name=names[1])]
+    return _save(path, nodes, [_vi(x)], [_vi(z)], **kw)
+
+
+def _cli_error(capsys, *argv) -> str:
+    from splitc.cli.main import main
+
+    assert main([*map(str, argv), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("splitc: error: ") and "internal error" not in err, err
+    return err
+
+
+def test_a_cycle_is_named(tmp_path, capsys):
+    model = _save(tmp_path / "cyc.onnx", [helper.make_node("Add", ["x", "b"], ["a"], name="A"),
+                                          helper.make_node("Relu", ["a"], ["b"], name="B")], [_vi("x")], [_vi("b")])
+    err = _cli_error(capsys, "compile", model, "-o", tmp_path / "o")
+    assert "cyc.onnx: the graph has a cycle ('A' -> 'B' -> 'A')" in err
+
+
+def test_no_inputs_and_no_outputs_are_named(tmp_path, capsys):
+    const = numpy_helper.from_array(np.ones((1, 4), np.float32), "c")
+    model = _save(tmp_path / "const.onnx", [helper.make_node("Relu", ["c"], ["y"], name="r")], [], [_vi("y")], [const])
+    assert "const.onnx: the graph has no inputs" in _cli_error(capsys, "compile", model, "-o", tmp_path / "o")
+    model = _save(tmp_path / "void.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")], [_vi("x")], [])
+    assert "void.onnx: the graph has no outputs" in _cli_error(capsys, "compile", model, "-o", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_opset_onnxruntime_cannot_run_is_refused_naming_the_supported_one(tmp_path, capsys):
+    model = _relu_chain(tmp_path / "future.onnx", opset=99)
+    err = _cli_error(capsys, "compile", model, "-o", tmp_path / "o")
+    assert "future.onnx: onnxruntime" in err and "ai.onnx 99" in err and "support for domain ai.onnx is till opset" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dims", [(2**40, 2**40), (2**31, 2**31, 8)])
+def test_dims_whose_product_overflows_are_named(tmp_path, capsys, dims):
+    model = _save(tmp_path / "huge.onnx", [helper.make_node("Relu", ["x"], ["y"], name="r")], [_vi("x", dims)], [_vi("y", None)])
+    err = _cli_error(capsys, "compile", model, "-o", tmp_path / "o")
+    assert f"huge.onnx: tensor 'x' has shape {'x'.join(map(str, dims))}" in err
+
+
+def test_names_that_are_not_utf8_compile(tmp_path):
+    model = _relu_chain(tmp_path / "bytes.onnx", x="xZZZZ", y="yQQQQ", names=("rWWWW", "r2"))
+    data = model.read_bytes().replace(b"ZZZZ", b"\xff\xfe\xfd\xfc").replace(b"QQQQ", b"\xc3\x28ab").replace(b"WWWW", b"\x80\x81ab")
+    model.write_bytes(data)
+    result = compile_model(model, tmp_path / "o")
+    assert (tmp_path / "o" / "plan.json").is_file()
+    names = {node.name for node in result.model.graph}
+    assert "r\\x80\\x81ab" in names  # the undecodable bytes written as \xNN
+
+
+def test_dollar_signs_in_model_input_and_profile_names_compile_with_a_report(tmp_path, capsys):
+    from splitc.cli.main import main
+
+    profile = (Path(__file__).parents[1] / "splitc" / "profiles" / "rpi4.toml").read_text()
+    lines = [('name = "$\\\\alpha^$"' if line.startswith("name =") else line) for line in profile.splitlines()]
+    (tmp_path / "dollar.toml").write_text("\n".join(lines) + "\n")
+    model = _relu_chain(tmp_path / "$m$.onnx", x="$x$", y="$y_1$", z="$z$", names=("$\\alpha$", "$\\beta^2$"), graph_name="$g$")
+    assert main(["compile", str(model), "--target", f"{tmp_path / 'dollar.toml'},cloud", "-o", str(tmp_path / "o")]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "o" / "report_layers.png").stat().st_size > 0 and (tmp_path / "o" / "report_graph.png").is_file()

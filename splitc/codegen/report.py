@@ -39,8 +39,11 @@ def write_report(directory: str | Path, plan: dict, partition=None) -> list[Path
     """Write report.html, report_layers.png and report_graph.png into ``directory``; returns their paths."""
     directory = Path(directory)
     view = _View(plan, partition)
-    layers_png(directory / LAYERS_PNG, view)
-    graph_png(directory / GRAPH_PNG, view)
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):  # names are text: '$x$' in a model or profile name is no TeX
+        layers_png(directory / LAYERS_PNG, view)
+        graph_png(directory / GRAPH_PNG, view)
     (directory / HTML).write_text(report_html(view))
     return [directory / f for f in FILES]
 

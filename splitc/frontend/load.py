@@ -12,6 +12,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from splitc.errors import SplitcError
+from splitc.frontend.check import check_graph
 from splitc.runtimes.files import sha256_file  # noqa: F401  (re-exported)
 
 
@@ -39,8 +40,26 @@ def load_proto(path: str | Path) -> onnx.ModelProto:
         raise SplitcError(f"{path}: not a readable ONNX model ({type(e).__name__}); is the file complete?") from None
     if proto.ir_version <= 0 or not proto.opset_import or not proto.graph.node:
         raise SplitcError(f"{path}: not an ONNX model (no IR version, opset or nodes); is it truncated or another format?")
+    _decode_strings(proto)
     load_external_data(proto, path)
     return proto
+
+
+def _decode_strings(message) -> None:
+    """ONNX strings are UTF-8, but protobuf hands invalid ones over as bytes: make them text, bytes the decoder cannot
+    read written as \\xNN (the same bytes become the same name everywhere, so the graph stays connected)."""
+    for fd, value in message.ListFields():
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        if fd.type == fd.TYPE_MESSAGE:
+            for item in value if repeated else [value]:
+                _decode_strings(item)
+        elif fd.type == fd.TYPE_STRING:
+            if repeated and any(isinstance(v, bytes) for v in value):
+                text = [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v for v in value]
+                del value[:]
+                value.extend(text)
+            elif not repeated and isinstance(value, bytes):
+                setattr(message, fd.name, value.decode("utf-8", "backslashreplace"))
 
 
 def _tensors(graph: onnx.GraphProto):
@@ -102,6 +121,7 @@ def load_external_data(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def to_ir(proto: onnx.ModelProto, name: str) -> ir.Model:
+    check_graph(proto, name)
     try:
         return ir.from_proto(proto)
     except Exception as e:  # noqa: BLE001  (a malformed graph fails in many ways)

@@ -8,6 +8,7 @@ shapes off the real tensors, in a child process bounded in time and memory (``sp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import onnx
@@ -25,6 +26,22 @@ def _needs_shape(graph: ir.Graph) -> list[ir.Value]:
             if v.name and (static_dims(v) is None or v.dtype is None):
                 out.append(v)
     return out
+
+
+MAX_TENSOR_BYTES = 1 << 40  # 1 TiB: no device holds more; larger dims are a broken model or --input-shape
+
+
+def _check_sizes(graph: ir.Graph, model_name: str) -> None:
+    """Refuse dims that are negative or whose product (in Python ints: it cannot overflow) is beyond any memory."""
+    for v in list(graph_inputs(graph)) + [v for node in graph for v in node.outputs]:
+        dims = static_dims(v)
+        if dims is None:
+            continue
+        itemsize = v.dtype.itemsize if v.dtype is not None else 1
+        if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
+            shape = "x".join(map(str, dims))
+            raise SplitcError(f"{model_name}: tensor '{v.name}' has shape {shape}, {math.prod(dims) * itemsize:.3g} bytes"
+                              f" (more than {MAX_TENSOR_BYTES / 2**40:g} TiB or a negative dim); check the model's dims and --input-shape")
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,11 @@ class InferShapesPass(ir.passes.InPlacePass):
                     v.dtype = ir.DataType(tt.elem_type)
                 if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
                     v.shape = ir.Shape([d.dim_value for d in tt.shape.dim])
+        _check_sizes(graph, self.model_name)
         missing = _needs_shape(graph)
         if missing:
             self._observe(model, missing)
+            _check_sizes(graph, self.model_name)
         return ir.passes.PassResult(model, True)
 
     def _observe(self, model: ir.Model, missing: list[ir.Value]) -> None:
