@@ -9,12 +9,15 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx_ir as ir
 
 from splitc import pipeline
+from splitc.codegen.check import check_plan
+from splitc.cost.calibration_data import prepare as prepare_data
+from splitc.runtimes.accuracy import DEFAULT_BUDGET
 from splitc.codegen import emit, output
 from splitc.codegen.passes.split import SplitResult
 from splitc.codegen.plan import build_plan, io_spec
@@ -53,6 +56,9 @@ class CompileOptions:
     accuracy_budget: str | None = None  # e.g. "top1=0.99" or "cosine=0.999": what --boundary auto must meet per tensor
     calibrate_norm: str = "imagenet"  # how images become inputs: imagenet | unit | raw | raw-bgr
     calibrate_samples: int = 48  # images: crops/flips drawn; the first 65% fit ranges, the rest measure size and error
+    input_codec: str | None = None  # image inputs on the wire: jpeg[:Q] (default jpeg:90), png, webp[:Q], raw (the tensor)
+    input_norm: str | None = None  # how image inputs are made from 8-bit pixels (splitc.runtimes.image.parse_norm);
+    #                                 None: calibrate_norm
 
     @property
     def goal(self) -> Goal:
@@ -141,6 +147,11 @@ def compile_model(
     model = import_model(model_path, options.input_shapes)
     step("annotate")
     annotate(model, cfg.targets)
+    if options.input_norm:  # one normalization for the input codec, the calibration images and the runtime
+        options = replace(options, calibrate_norm=options.input_norm)
+    input_codec = options.input_codec or ("raw" if options.boundary == "fp32" else None)  # fp32: lossless end to end
+    check = prepare_data(model, cfg.targets, options.calibrate, options.calibrate_norm, input_codec,
+                         options.calibrate_samples)  # input codecs, measured wire sizes, the held-out check set
     cal = calibrate(model, cfg, options, step) if cfg.codec.calibrated else None
     if cal is not None:
         if options.sweep_bps is not None:  # every swept plan may send any tensor: check them all up front
@@ -168,6 +179,7 @@ def compile_model(
                                "codecs": len(model.graph.meta.get(ann.CODECS, {})),
                                "rule": "per tensor: the smallest measured codec meeting the budget with that tensor alone quantized"
                                        " (checked for every tensor the plan or a baseline sends)"}
+    plan["accuracy"] = check_plan(plan, split, artifacts, model_path, cfg.budget or DEFAULT_BUDGET, check)
     plan["compile_s"] = round(time.perf_counter() - t0, 4)
     result = CompileResult(model, plan, out, partition, split)
     if out is not None:

@@ -61,7 +61,10 @@ def crossings(cg: CostGraph, sched: Schedule, values: Mapping[str, ir.Value], bo
         shape = ann.get(v, ann.TENSOR, ann.TensorInfo).shape
         encoded = t.encoded_bytes if hop.up or t.encoded_down_bytes is None else t.encoded_down_bytes
         tc = codecs.get(t.name) if v.dtype in FLOAT_TYPES and not result_down else None
-        if tc is not None:  # calibrated: the symbols alone cross; scales and zero points are constants of both parts
+        if t.coder_s is not None and not result_down:  # an image input: the runtime sends the compressed frame
+            wire = (WireTensor(t.name, v.dtype.numpy().name, shape),)
+            out.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded, t.codec, wire, False))
+        elif tc is not None:  # calibrated: the symbols alone cross; scales and zero points are constants of both parts
             wire = (WireTensor(static_wire_name(t.name), "uint8", tc.wire_shape(shape), tc.bits),)
             out.append(Crossing(t.name, hop.src, hop.dst, hop.link, hop.stage, t.raw_bytes, encoded, tc.name, wire, False, tc))
         elif quantizes(v, boundary) and not result_down:

@@ -135,6 +135,8 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
                    if v is not None},
         "allow_return": cg.allow_return,
         "boundary_codec": options.boundary,
+        "input_codec": [ic.record(targets) for ic in (graph.meta.get(ann.INPUT_CODECS) or {}).values()],
+        "wire_sizes": "measured on calibration data" if graph.meta.get(ann.WIRE_SIZES) else "estimated (int8: raw/4, fp32: raw)",
         "cost_model": ("total_s = sum(nodes[].latency_s[nodes[].target]) + sum(boundary[].encode_s + transfer_s + decode_s)"
                        " + sum over links of links[l].rtt_s / 2 x (directions, up and down, that boundary[] uses on link l)"),
         "nodes": nodes,

@@ -27,13 +27,11 @@ from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 from splitc.frontend.passes.replicable import is_replicable
 from splitc.runtimes.ans import AnsModel
+from splitc.runtimes.image import IMAGE_EXT, fit_frame, image_spec, parse_norm
 from splitc.runtimes.wire import encode
 
 
-NORMS = ("imagenet", "unit", "raw", "raw-bgr")
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-_STD = np.array([0.229, 0.224, 0.225], np.float32)
+NORMS = ("imagenet", "unit", "raw", "raw-bgr", "mean=..,std=..")
 
 
 # --------------------------------------------------------------------------- data
@@ -59,32 +57,37 @@ def augmented_crops(image, size: tuple[int, int], n: int, rng: np.random.Generat
 
 
 def to_input(rgb: np.ndarray, spec: dict, norm: str) -> np.ndarray:
-    """HxWx3 uint8 RGB -> the model input's layout (NCHW or NHWC, batch 1) and normalization."""
-    x = rgb.astype(np.float32)
-    if norm == "raw-bgr":
-        x = x[..., ::-1]
-    elif norm == "unit":
-        x = x / 255.0
-    elif norm == "imagenet":
-        x = (x / 255.0 - _MEAN) / _STD
-    shape = list(spec["shape"])
-    x = x.transpose(2, 0, 1)[None] if shape[1] == 3 else x[None]
-    return np.ascontiguousarray(x.astype(np.float32))
+    """HxWx3 uint8 RGB -> the model input's layout (NCHW or NHWC, batch 1, 1 or 3 channels) and normalization
+    (``splitc.runtimes.image.parse_norm``: imagenet, unit, raw, raw-bgr or mean=..,std=..)."""
+    ispec = _image_spec(spec)
+    return parse_norm(norm).to_tensor(fit_frame(rgb, ispec), ispec)
+
+
+def _image_spec(spec: dict):
+    ispec = image_spec(spec)
+    if ispec is None:
+        raise SplitcError(f"--calibrate with images: input '{spec['name']}' has shape {spec['shape']}, not an NCHW/NHWC"
+                          " image of 1 or 3 channels; pass an .npz of inputs instead")
+    return ispec
 
 
 def image_hw(spec: dict) -> tuple[int, int]:
-    shape = spec["shape"]
-    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
-        raise SplitcError(f"--calibrate with images: input '{spec['name']}' has shape {shape}, not an NCHW/NHWC RGB image;"
-                          " pass an .npz of inputs instead")
-    return (shape[2], shape[3]) if shape[1] == 3 else (shape[1], shape[2])
+    ispec = _image_spec(spec)
+    return ispec.height, ispec.width
 
 
-def load_samples(path: str | Path, inputs: list[dict], norm: str = "imagenet", count: int = 48, seed: int = 0) -> list[dict]:
-    """Calibration feeds: from an .npz (arrays per input name, samples on axis 0) or a directory of images."""
+def held_out(n: int) -> list[bool]:
+    """Which of ``n`` calibration items (images of a directory in name order, or .npz samples) form the check set that
+    no fit sees: every 4th, from the 4th (none when there are fewer than 4, then the plan reports no held-out accuracy)."""
+    return [n >= 4 and k % 4 == 3 for k in range(n)]
+
+
+def load_samples(path: str | Path, inputs: list[dict], norm: str = "imagenet", count: int = 48, seed: int = 0,
+                 check: bool = False) -> list[dict]:
+    """Calibration feeds: from an .npz (arrays per input name, samples on axis 0) or a directory of images. The fit
+    samples, or with ``check`` the held-out ones (``held_out``)."""
     path = Path(path)
-    if norm not in NORMS:
-        raise SplitcError(f"--calibrate-norm '{norm}': choose one of {', '.join(NORMS)}")
+    parse_norm(norm)  # a bad one is named before any work
     if path.suffix == ".npz" and path.is_file():
         data = np.load(path, allow_pickle=False)
         missing = [i["name"] for i in inputs if i["name"] not in data]
@@ -96,17 +99,27 @@ def load_samples(path: str | Path, inputs: list[dict], norm: str = "imagenet", c
             feeds.append({i["name"]: np.asarray(data[i["name"]][k]).reshape(i["shape"]).astype(_np_dtype(i["dtype"])) for i in inputs})
         if not feeds:
             raise SplitcError(f"--calibrate {path}: no samples")
-        return feeds
+        return [f for f, h in zip(feeds, held_out(len(feeds))) if h == check]
     if not path.is_dir():
         raise SplitcError(f"--calibrate {path}: give a directory of images or an .npz of input arrays")
     if len(inputs) != 1:
         raise SplitcError(f"--calibrate with images needs a model of one input; this one has {len(inputs)}: pass an .npz")
+    spec = inputs[0]
+    return [{spec["name"]: to_input(rgb, spec, norm)} for rgb in image_frames(path, spec, count, seed, check)]
+
+
+def image_frames(path: str | Path, spec: dict, count: int = 48, seed: int = 0, check: bool = False) -> list[np.ndarray]:
+    """``count`` uint8 HxWx3 frames of the input's size from a directory of images (the fit images, or with ``check``
+    the held-out ones): random crops and flips, round robin over the images, the first of each image its centre crop."""
+    path = Path(path)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXT)
     if not files:
         raise SplitcError(f"--calibrate {path}: no images ({', '.join(IMAGE_EXT)}) in this directory")
+    files = [f for f, h in zip(files, held_out(len(files))) if h == check]
+    if not files:
+        return []
     from PIL import Image
 
-    spec = inputs[0]
     hw = image_hw(spec)
     rng = np.random.default_rng(seed)
     per = -(-count // len(files))
@@ -115,7 +128,7 @@ def load_samples(path: str | Path, inputs: list[dict], norm: str = "imagenet", c
         with Image.open(f) as im:
             crops.append(augmented_crops(im, hw, per, rng))
     order = [c for i in range(per) for crop in crops for c in crop[i:i + 1]]  # round robin over the images
-    return [{spec["name"]: to_input(rgb, spec, norm)} for rgb in order[:count]]
+    return order[:count]
 
 
 def _np_dtype(name: str) -> str:

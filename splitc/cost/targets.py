@@ -67,6 +67,12 @@ class DeviceProfile:
     idle_power_w: float = 0.0
     fits: tuple[tuple[str, ClassFit], ...] = ()  # op class -> fitted model (measured profiles)
     measured: dict | None = field(default=None, compare=False, hash=False)  # the [measured] table, as read
+    # [image]: input-image codec speeds, pixels per second: "jpeg_encode", "jpeg_decode", "png_encode", ...
+    image_px_per_s: tuple[tuple[str, float], ...] = ()
+
+    def image_rate(self, kind: str, way: str) -> float | None:
+        """Pixels/s of the ``kind`` (jpeg, png, webp) image coder, ``way`` encode or decode; None if not in the profile."""
+        return dict(self.image_px_per_s).get(f"{kind}_{way}")
 
     def rate(self, op_class: str) -> float:
         return dict(self.flops_per_s)[op_class]
@@ -138,7 +144,7 @@ def _need(table: dict, key: str, where: str, kind=(int, float)):
 
 
 def parse_profile(data: dict, where: str) -> DeviceProfile:
-    known = {"name", "description", "sources", "compute", "codec", "power", "fit", "measured"}
+    known = {"name", "description", "sources", "compute", "codec", "power", "fit", "measured", "image"}
     unknown_tables = set(data) - known
     if unknown_tables:
         raise SplitcError(f"{where}: unknown field(s) {sorted(unknown_tables)}; known: {sorted(known)}")
@@ -202,6 +208,15 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
     measured = data.get("measured")
     if measured is not None and not isinstance(measured, dict):
         raise SplitcError(f"{where}: [measured] must be a table")
+    image = data.get("image", {})
+    if not isinstance(image, dict):
+        raise SplitcError(f"{where}: [image] must be a table")
+    image_keys = {f"{k}_{w}_px_per_s" for k in ("jpeg", "png", "webp") for w in ("encode", "decode")}
+    if set(image) - image_keys:
+        raise SplitcError(f"{where} [image]: unknown field(s) {sorted(set(image) - image_keys)}; known: {sorted(image_keys)}")
+    for key in image:
+        if not 0 < _need(image, key, f"{where} [image]") < float("inf"):
+            raise SplitcError(f"{where} [image]: field '{key}' must be a positive finite number")
     return DeviceProfile(
         name=data["name"],
         description=str(data.get("description", "")),
@@ -215,6 +230,7 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         idle_power_w=float(power.get("idle_w", 0.0)),
         fits=tuple(fits),
         measured=measured,
+        image_px_per_s=tuple(sorted((k.removesuffix("_px_per_s"), float(v)) for k, v in image.items())),
     )
 
 

@@ -21,6 +21,8 @@ REPLICABLE = "splitc.replicable"  # on ir.Node: Replicable
 PLACEMENT = "splitc.placement"  # on ir.Node: Placement
 CODECS = "splitc.codecs"  # on ir.Graph.meta: tensor name -> TensorCodec (calibration), read by PartitionPass and SplitPass
 PARTITION = "splitc.partition"  # on ir.Graph.meta: PartitionResult (PartitionPass)
+INPUT_CODECS = "splitc.input_codecs"  # on ir.Graph.meta: input name -> splitc.cost.input_codec.InputCodec (image inputs)
+WIRE_SIZES = "splitc.wire_sizes"  # on ir.Graph.meta: tensor name -> splitc.cost.wire_sizes.WireSize (measured)
 PARTS = "splitc.parts"  # on ir.Graph.meta: SplitResult (SplitPass)
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from splitc.errors import SplitcError
 from splitc.runtimes import planfile
+from splitc.runtimes.image import frame_feeds, input_records
 from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
@@ -73,6 +74,7 @@ class RunResult:
     raw_up: int = 0  # the same tensors before the boundary codec
     seconds: dict[str, float] = field(default_factory=dict)
     link_bytes: list[dict[str, int]] = field(default_factory=list)  # per link: {"up": .., "down": ..}
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # run_image: the feeds made from the frame
 
 
 class SplitModel:
@@ -107,6 +109,8 @@ class SplitModel:
                 raise SplitcError(f"{out}: plan.json names {file} for stage {stage['index']} ({stage['target']}), but it is missing")
             self.sessions[stage["index"]] = session(path, optimization, threads, spinning)
         self.fingerprint = plan_fingerprint(self.plan)  # payloads name the plan they were made for
+        self.images = input_records(self.plan)  # image inputs: how they cross and how they are normalized
+        self._frames: dict[str, np.ndarray] = {}  # the uint8 frames of the current run_image call
         self.hops: dict[int, list[dict]] = {}
         for b in self.plan["boundary"]:
             self.hops.setdefault(b.get("stage", 0), []).append(b)
@@ -164,6 +168,18 @@ class SplitModel:
         except Exception as e:  # noqa: BLE001 - onnxruntime's InvalidArgument & co: inputs the part does not take
             raise SplitcError(f"{self.dir}/plan.json: {where} rejects its inputs ({_first_line(e)})") from None
 
+    def run_image(self, image) -> RunResult:
+        """Run on a frame as a camera has it: an image file path or an HxW[xC] uint8 array (or a dict of them per input
+        name), fitted to the input (centre crop, resize) and normalized as plan.json's input_codec says; a hop of the
+        input sends this frame compressed. ``result.inputs`` holds the feeds it made."""
+        feeds, self._frames = frame_feeds(self.images, image, self.inputs)
+        try:
+            result = self.run(feeds)
+        finally:
+            self._frames = {}
+        result.inputs = feeds
+        return result
+
     def stream(self, key_interval: int = 30) -> "SplitModel":
         """Send every hop with inter-frame delta coding from now on (frames are the successive ``run`` calls)."""
         self._streams = {}
@@ -200,7 +216,18 @@ class SplitModel:
         tensors = {w["name"]: stores[hop["from"]][w["name"]] for w in wire}
         expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
         streams = getattr(self, "_streams", None)
-        if streams is not None:  # stateful pair per hop: (q_t - q_{t-1}) mod 2^bits, key frames, resync on loss
+        if hop.get("codec", "").partition(":")[0] in ("jpeg", "png", "webp"):  # an image input: the compressed frame
+            from splitc.runtimes.image import decode_frame, encode_frame
+
+            record = self.images.get(hop["tensor"])
+            if record is None:
+                raise SplitcError(f"{self.dir}/plan.json: the hop of '{hop['tensor']}' is coded {hop['codec']}, but input_codec"
+                                  " does not describe that input")
+            frame = self._frames.get(hop["tensor"]) if hop["from"] == self.device else None
+            payload = encode_frame(record, frame, tensors[hop["tensor"]], self.fingerprint)
+            t_enc = time.perf_counter()
+            stores[hop["to"]][hop["tensor"]] = decode_frame(record, payload, self.fingerprint)
+        elif streams is not None:  # stateful pair per hop: (q_t - q_{t-1}) mod 2^bits, key frames, resync on loss
             from splitc.runtimes.delta import DeltaDecoder, DeltaEncoder
 
             key = (hop["tensor"], hop.get("link", 0), hop.get("direction"))

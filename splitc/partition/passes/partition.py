@@ -43,6 +43,19 @@ def encoded_bytes(info: ann.TensorInfo, boundary: str, codec=None) -> tuple[int,
     return info.bytes, "raw+zstd"
 
 
+def _measured(v: ir.Value, is_input: bool, enc: int, codec: str, down: int | None, meta, targets):
+    """An image input's codec (bytes, name, per-tier coder seconds: splitc.cost.input_codec), or the payload sizes
+    measured on calibration data (splitc.cost.wire_sizes), in place of the estimates."""
+    ic = (meta.get(ann.INPUT_CODECS) or {}).get(v.name) if is_input else None
+    if ic is not None and ic.compressed:
+        return ic.bytes, ic.codec.name, down, ic.coder_s(targets)
+    size = (meta.get(ann.WIRE_SIZES) or {}).get(v.name)
+    if size is not None:
+        enc = size.payload(codec) or enc
+        down = (size.payload("raw+zstd") or down) if down is not None else None
+    return enc, codec, down, None
+
+
 def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links: Link | tuple[Link, ...], boundary: str,
                      allow_return: bool = False, codecs: dict | None = None) -> CostGraph:
     graph = model.graph
@@ -70,6 +83,8 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
             continue  # an input passed straight through: already on the device
         info = ann.get(v, ann.TENSOR, ann.TensorInfo)
         enc, codec = encoded_bytes(info, boundary, (codecs or {}).get(v.name))
+        down = info.bytes if id(v) in outputs else None  # results come back losslessly
+        enc, codec, down, coder = _measured(v, producer is None, enc, codec, down, graph.meta, targets)
         tensors.append(CTensor(
             v.name,
             index[id(producer)] if producer is not None else None,
@@ -78,7 +93,8 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
             info.bytes,
             enc,
             codec,
-            info.bytes if id(v) in outputs else None,  # results come back losslessly
+            down,
+            coder,
         ))
     weights = []
     for v, who in readers.values():

@@ -1,0 +1,61 @@
+"""The numbers behind splitc/cost/input_codec.py: bytes per pixel of each input codec on natural images, and the
+codecs' encode/decode speed on this machine (the cloud profile's [image] table).
+
+    .venv/bin/python benchmarks/input_codec_table.py [--images ../shared/images]
+
+Every image of the folder, centre crop of the short side resized (bilinear) to each size; sizes in B/pixel (mean over
+images) per codec and size; speeds in Mpixel/s (median of 5 timings, one core), with splitc.runtimes.image's coders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from splitc.runtimes.image import ImageCodec, ImageSpec, fit_frame, list_images, read_image
+
+CODECS = [ImageCodec("jpeg", q) for q in (50, 75, 85, 90, 95, 100)] + [ImageCodec("png")] + [ImageCodec("webp", q) for q in (75, 90)]
+SIZES = (224, 416, 640)
+
+
+def _median_s(fn, arg, n: int) -> float:
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(arg)
+        times.append((time.perf_counter() - t0) / n)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", default=str(Path(__file__).resolve().parents[2] / "shared" / "images"))
+    args = ap.parse_args()
+    frames = [read_image(p) for p in list_images(args.images)]
+    print(f"{len(frames)} images from {args.images}")
+    print("| codec | " + " | ".join(f"{s}x{s} B/px (RGB)" for s in SIZES) + " | " + " | ".join(f"{s}x{s} B/px (gray)" for s in SIZES) + " |")
+    print("|---|" + "---|" * (2 * len(SIZES)))
+    for codec in CODECS:
+        row = []
+        for channels in (3, 1):
+            for s in SIZES:
+                spec = ImageSpec("x", "NCHW", s, s, channels, "float")
+                row.append(np.mean([len(codec.encode(fit_frame(f, spec))) / (s * s) for f in frames]))
+        print(f"| {codec.name} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    print("\n| codec | size | encode Mpx/s | decode Mpx/s |\n|---|---|---|---|")
+    for codec in (ImageCodec("jpeg", 90), ImageCodec("png"), ImageCodec("webp", 90)):
+        for s in (224, 640):
+            spec = ImageSpec("x", "NCHW", s, s, 3, "float")
+            px = [fit_frame(f, spec) for f in frames[:4]]
+            enc = np.median([_median_s(codec.encode, p, 20) for p in px])
+            data = [codec.encode(p) for p in px]
+            dec = np.median([_median_s(lambda d: codec.decode(d, spec), d, 20) for d in data])
+            print(f"| {codec.name} | {s}x{s} | {s * s / enc / 1e6:.1f} | {s * s / dec / 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Measured wire sizes: what each tensor's payload really weighs, zstd included, on calibration data.
+
+Without data the cost model estimates a crossing tensor at raw/4 (+5) bytes for ``int8`` and raw bytes for
+``fp32`` and for results coming back, which ignores the entropy coder: a post-ReLU map or a mostly-zero
+segmentation output codes to a fraction of that. With ``--calibrate`` the model is run on the first frames and
+every tensor that may cross is coded as the runtime codes it (``splitc.runtimes.wire.encode``: int8 with the
+per-frame range of DynamicQuantizeLinear, or the tensor as it is, zstd level 3, the v-current header and plan
+fingerprint included); the mean payload replaces the estimate (``splitc.partition.passes.partition._measured``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from splitc.frontend.passes.replicable import is_replicable
+from splitc.ir.graph import graph_inputs
+from splitc.runtimes.wire import encode
+
+FRAMES = 4  # calibration frames coded per tensor
+CHUNK_BYTES = 256 << 20  # tensors fetched per model run, at most (bounds memory on large models)
+
+
+@dataclass(frozen=True)
+class WireSize:
+    """Mean payload bytes of one tensor per frame, by boundary codec name."""
+
+    int8: int | None  # "int8-dynamic+zstd" (float tensors only)
+    raw: int  # "raw+zstd": the tensor as it is
+    frames: int
+
+    def payload(self, codec: str) -> int | None:
+        return {"int8-dynamic+zstd": self.int8, "raw+zstd": self.raw}.get(codec)
+
+
+def dynamic_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ONNX DynamicQuantizeLinear in numpy: (q uint8, scale float32, zero point uint8)."""
+    x = np.asarray(x, np.float32)
+    lo, hi = min(0.0, float(x.min(initial=0.0))), max(0.0, float(x.max(initial=0.0)))
+    scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
+    zp = np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
+    q = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
+    return q, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
+
+
+def crossing_candidates(model: ir.Model) -> list[ir.Value]:
+    """Every tensor the cost graph may send: graph inputs and outputs of nodes that are not recomputed."""
+    return [v for v in list(graph_inputs(model.graph)) + [o for n in model.graph if not is_replicable(n) for o in n.outputs]
+            if v.name and v.shape is not None and v.shape.is_static() and v.dtype is not None]
+
+
+def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES) -> dict[str, WireSize]:
+    """Tensor name -> its measured payloads on the first ``frames`` samples."""
+    from splitc.runtimes.ort import session
+
+    values = crossing_candidates(model)
+    if not values or not samples:
+        return {}
+    feeds = samples[:frames]
+    inputs = {v.name for v in graph_inputs(model.graph)}
+    proto = ir.to_proto(model)
+    have = {o.name for o in proto.graph.output}
+    for v in values:
+        if v.name not in have and v.name not in inputs:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(v.name, v.dtype.value, None))
+    sess = session(proto.SerializeToString(), "all")
+    sizes: dict[str, list[tuple[int | None, int]]] = {v.name: [] for v in values}
+    fetch = [v for v in values if v.name not in inputs]
+    for chunk in _chunks(fetch):
+        names = [v.name for v in chunk]
+        for f in feeds:
+            for name, x in zip(names, sess.run(names, f)):
+                sizes[name].append(_payloads(name, x))
+    for name in inputs & set(sizes):
+        for f in feeds:
+            sizes[name].append(_payloads(name, f[name]))
+    return {n: WireSize(None if s[0][0] is None else int(round(np.mean([a for a, _ in s]))), int(round(np.mean([b for _, b in s]))),
+                        len(s)) for n, s in sizes.items() if s}
+
+
+def _payloads(name: str, x: np.ndarray) -> tuple[int | None, int]:
+    x = np.asarray(x)
+    fp = "0" * 16
+    raw = len(encode({name: x}, plan=fp))
+    if x.dtype not in (np.float32, np.float16, np.float64):
+        return None, raw
+    q, s, z = dynamic_int8(x)
+    return len(encode({f"{name}__q": q, f"{name}__scale": s, f"{name}__zero_point": z}, plan=fp)), raw
+
+
+def _chunks(values: list[ir.Value]) -> list[list[ir.Value]]:
+    out, cur, total = [], [], 0
+    for v in values:
+        n = int(np.prod(v.shape.numpy())) * max(1, v.dtype.itemsize)
+        if cur and total + n > CHUNK_BYTES:
+            out.append(cur)
+            cur, total = [], 0
+        cur.append(v)
+        total += n
+    return out + ([cur] if cur else [])
