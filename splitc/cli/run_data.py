@@ -50,10 +50,13 @@ def _npz_batch(path: Path, plan: dict) -> list[dict] | None:
     """An .npz whose arrays carry one more leading axis than the inputs (samples); None when it is a single sample."""
     from splitc.runtimes.ort import numpy_dtype
 
+    import zipfile
+    import zlib
+
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a corrupt archive: one line, not a traceback
         raise SplitcError(f"--input {path}: cannot read it as .npz ({e})") from None
     specs = plan["model"]["inputs"]
     if len(specs) == 1 and len(arrays) == 1:
