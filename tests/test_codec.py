@@ -578,3 +578,14 @@ def test_fuzz_20000_forged_mutations_only_codec_errors():
             escaped.append(f"{kind}: {type(e).__name__}: {e}")
     print(f"\n{MUTATIONS} forged mutations: {decoded} decoded (a value byte changed), the rest CodecError")
     assert not escaped, escaped[:5]
+
+
+def test_image_payload_with_a_nested_header_is_a_codec_error():
+    # the camera-frame container (splitc/runtimes/image.py) parsed its header unbounded: RecursionError
+    from splitc.runtimes.image import _PREFIX as IMAGE_PREFIX, MAGIC as IMAGE_MAGIC, VERSION as IMAGE_VERSION
+    from splitc.runtimes.image import ImageCodecError, unpack
+
+    header = b"[" * 2000 + b"]" * 2000
+    payload = IMAGE_PREFIX.pack(IMAGE_MAGIC, IMAGE_VERSION, len(header)) + header
+    with pytest.raises(ImageCodecError, match="nested 2000 deep, more than the 4 allowed"):
+        unpack(payload, None, None, None, 0)

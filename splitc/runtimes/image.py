@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes.jsonguard import JSONLimitError, loads as bounded_loads
 
 KINDS = ("jpeg", "png", "webp", "raw")
 DEFAULT_CODEC = "jpeg:90"
@@ -276,10 +277,10 @@ def unpack(payload: bytes, codec: ImageCodec, spec: ImageSpec, plan: str | None,
         raise ImageCodecError(f"not an image payload (magic {magic!r}, version {version})")
     if n > MAX_HEADER or _PREFIX.size + n > len(payload):
         raise ImageCodecError(f"image header length {n} out of bounds")
-    try:
-        header = json.loads(payload[_PREFIX.size:_PREFIX.size + n])
-    except ValueError:
-        raise ImageCodecError("image header is not JSON") from None
+    try:  # size and nesting bounded before parsing: 4 KB of "[[[[" raised RecursionError
+        header = bounded_loads(payload[_PREFIX.size:_PREFIX.size + n], max_bytes=MAX_HEADER, max_depth=4)
+    except JSONLimitError as e:
+        raise ImageCodecError(f"image header is not JSON within bounds ({e})") from None
     if not isinstance(header, dict):
         raise ImageCodecError("image header is not an object")
     if header.get("plan") != plan:
