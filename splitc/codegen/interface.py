@@ -56,8 +56,8 @@ def stage_interfaces(cg: CostGraph, sched: Schedule, model_inputs: Sequence[str]
                 read_inputs[stage].add(t.name)
             if stage != src:
                 reads[stage].append(t.name)
-            if stage > src and tier_of_stage[stage] == tier_of_stage[src]:
-                keeps[src].add(t.name)
+            if stage > src and tier_of_stage[stage] == tier_of_stage[src] and t.producer is not None:
+                keeps[src].add(t.name)  # (a model input is every device stage's own input: never kept)
     inputs = set(model_inputs)
     out = []
     for stage in sched.stages:
