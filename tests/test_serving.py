@@ -28,7 +28,7 @@ pytest.importorskip("tritonclient.http", reason="the remote client needs tritonc
 from splitc.compiler import CompileOptions, compile_model  # noqa: E402
 from splitc.runtimes.ort import SplitModel, synthetic_inputs  # noqa: E402
 from splitc.runtimes.remote import RemoteSplitModel  # noqa: E402
-from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, encode_hop  # noqa: E402
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment  # noqa: E402
 from splitc.tools import zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def head_payloads(plan_dir: Path, plan: dict | None = None, seed: int = 0) -> tu
     store = dict(synthetic_inputs(model.inputs, seed))
     sess = model.sessions[0]
     store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, {i.name: store[i.name] for i in sess.get_inputs()})))
-    return seg, {hop["tensor"] + PAYLOAD_SUFFIX: encode_hop(hop, store, seg.fingerprint) for hop in seg.up}
+    return seg, {hop["tensor"] + PAYLOAD_SUFFIX: seg.encode(hop, store) for hop in seg.up}
 
 
 def test_remote_run_equals_in_process_run(server, plan_dir):
@@ -170,6 +170,8 @@ def test_independent_oip_client_plain_and_binary(server, plan_dir):
     store = dict(feeds)
     sess = local.sessions[0]
     store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    for hop in seg.up:  # what crosses, as the server decodes it (an image input crosses as a JPEG frame)
+        store.update(seg.decode(hop, seg.encode(hop, store)))
     want = local.run(feeds).outputs
     client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
     meta = client.get_model_metadata(seg.name, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -185,7 +187,7 @@ def test_independent_oip_client_plain_and_binary(server, plan_dir):
                            outputs=[http.InferRequestedOutput("logits", binary_data=binary)])
         np.testing.assert_allclose(res.as_numpy("logits"), want["logits"], rtol=1e-6, atol=1e-6)
         params = res.get_response()["parameters"]
-        assert set(params) >= {"decode_s", "compute_s", "encode_s"} and params["compute_s"] > 0
+        assert set(params) >= {"decode_us", "compute_us", "encode_us"} and params["compute_us"] > 0
 
 
 def test_bad_requests_get_their_status_and_one_line(server, plan_dir, tmp_path):
@@ -328,8 +330,72 @@ def test_cli_run_remote_prints_frames_and_failures(server, plan_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(plan_dir), "--remote", server.url, "--token-file",
                            str(token), "--samples", "3"], capture_output=True, text=True, env=ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "3 frame(s) via the server, 0 computed locally, 0 lost" in proc.stdout and "PASS" in proc.stdout
+    assert "3 frame(s) via the server, 0 computed locally, 0 lost" in proc.stdout
+    assert "identical to the in-process split run" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(plan_dir), "--remote", server.url, "--samples", "2",
                            "--json"], capture_output=True, text=True, env=ENV, timeout=120)
     report = json.loads(proc.stdout)  # no token: every frame computed locally, none lost
     assert report["computed_locally"] == 2 and report["lost"] == 0 and report["failures"] == {"unauthorized": 1, "backing off": 1}
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command to make a test certificate")
+def test_tls_and_grpc_with_token(plan_dir, tmp_path):
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
+    cert, key = self_signed(tmp_path)
+    (tmp_path / "token").write_text(TOKEN)
+    grpc_port = free_port()
+    srv = Server.__new__(Server)  # HTTPS: the readiness probe needs the CA
+    srv.port, srv.url = free_port(), None
+    srv.log = tempfile.TemporaryFile("w+")
+    srv.proc = subprocess.Popen([sys.executable, "-m", "splitc", "serve", str(plan_dir), "--port", str(srv.port), "--grpc-port",
+                                 str(grpc_port), "--token-file", str(tmp_path / "token"), "--tls-cert", str(cert), "--tls-key",
+                                 str(key)], stdout=srv.log, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert srv.proc.poll() is None and time.monotonic() < deadline, srv.output()
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{srv.port}/v2/health/ready", timeout=1, context=ctx)
+                break
+            except OSError:
+                time.sleep(0.2)
+        local = SplitModel(plan_dir)
+        feeds = synthetic_inputs(local.inputs, 2)
+        want = local.run(feeds).outputs["logits"]
+        remote = RemoteSplitModel(plan_dir, f"https://127.0.0.1:{srv.port}", token=TOKEN, ca=str(cert), local=local)
+        np.testing.assert_array_equal(remote.run(feeds).outputs["logits"], want)
+        assert remote.stats.remote == 1
+        untrusted = RemoteSplitModel(plan_dir, f"https://127.0.0.1:{srv.port}", token=TOKEN, local=local)  # no CA: refused
+        np.testing.assert_array_equal(untrusted.run(feeds).outputs["logits"], want)
+        assert untrusted.stats.remote == 0 and untrusted.stats.local == 1
+        # gRPC GRPCInferenceService.ModelInfer over TLS, the payload as raw_input_contents
+        seg, payloads = head_payloads(plan_dir, seed=2)
+        channel = grpc.secure_channel(f"127.0.0.1:{grpc_port}", grpc.ssl_channel_credentials(cert.read_bytes()))
+        stub = pbg.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=seg.name, inputs=[
+            pb.ModelInferRequest.InferInputTensor(name=n, datatype="UINT8", shape=[len(p)]) for n, p in payloads.items()],
+            raw_input_contents=list(payloads.values()))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = stub.ModelInfer(request, metadata=[("authorization", f"Bearer {TOKEN}")], timeout=30)
+        down = seg.down[0]
+        got = seg.decode(down, reply.raw_output_contents[0])
+        np.testing.assert_array_equal(got["logits"], want)
+        channel.close()
+    finally:
+        code, out = srv.stop()
+    assert code == 0, out[-2000:]

@@ -23,7 +23,7 @@ import numpy as np
 
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import RunResult, SplitModel
-from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, decode_hop, encode_hop
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment
 
 INSTALL = "the remote client needs tritonclient: pip install 'splitc[remote]'"
 
@@ -150,7 +150,7 @@ class RemoteSplitModel:
         stores[self.segment.device].update(feeds)
         after = self._device_stages(stores, result, before=True)
         t = time.perf_counter()
-        payloads = {hop["tensor"]: encode_hop(hop, stores[hop["from"]], self.segment.fingerprint) for hop in self.segment.up}
+        payloads = {hop["tensor"]: self.segment.encode(hop, stores[hop["from"]]) for hop in self.segment.up}
         result.seconds["encode"] = time.perf_counter() - t
         result.bytes_up = result.link_bytes[0]["up"] = sum(map(len, payloads.values()))
         if threaded:
@@ -169,7 +169,7 @@ class RemoteSplitModel:
             for hop in self.segment.down:
                 if hop["tensor"] not in answers:
                     raise RemoteFailure("rejected", f"answer lacks {hop['tensor']}{PAYLOAD_SUFFIX}")
-                stores[self.segment.device].update(decode_hop(hop, answers[hop["tensor"]], self.segment.fingerprint))
+                stores[self.segment.device].update(self.segment.decode(hop, answers[hop["tensor"]]))
             result.seconds["decode"] = time.perf_counter() - t
         except Exception as err:  # noqa: BLE001 - any failure of the remote path: this frame is computed here
             return self._fallback(feeds, classify(err))
@@ -231,7 +231,7 @@ class RemoteSplitModel:
             if arr is not None:
                 answers[hop["tensor"]] = np.ascontiguousarray(arr, np.uint8).tobytes()
         params = (response.get_response() or {}).get("parameters") or {}
-        server = {k: float(v) for k, v in params.items() if k.endswith("_s") and isinstance(v, (int, float))}
+        server = {k[:-3]: v / 1e6 for k, v in params.items() if k.endswith("_us") and type(v) is int and 0 <= v < 1e9}
         return answers, server, rtt
 
     def _fallback(self, feeds, failure: RemoteFailure | str | None) -> RunResult:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from splitc.errors import SplitcError
-from splitc.runtimes.wire import decode, encode, plan_fingerprint
+from splitc.runtimes.wire import CodecError, decode, encode, plan_fingerprint
 
 PAYLOAD_SUFFIX = ".splc"  # an OIP tensor carrying one hop's wire payload (UINT8, binary data extension)
 _OIP = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int8": "INT8", "int16": "INT16",
@@ -43,12 +43,40 @@ def hop_codec(hop: dict) -> tuple[dict[str, int], str, dict[str, tuple]]:
     return bits, entropy, expected
 
 
-def encode_hop(hop: dict, store: dict, fingerprint: str) -> bytes:
+IMAGE_CODECS = ("jpeg", "png", "webp")
+
+
+def _image(hop: dict, images: dict):
+    if hop.get("codec", "").partition(":")[0] not in IMAGE_CODECS:
+        return None
+    record = images.get(hop["tensor"])
+    if record is None:
+        raise SplitcError(f"plan.json: the hop of '{hop['tensor']}' is coded {hop['codec']}, but input_codec does not describe that input")
+    return record
+
+
+def encode_hop(hop: dict, store: dict, fingerprint: str, images: dict | None = None, frame=None) -> bytes:
+    """One hop's payload, as the in-process runtime makes it: an image input as its compressed frame
+    (splitc/runtimes/image.py), anything else through the wire codec."""
+    record = _image(hop, images or {})
+    if record is not None:
+        from splitc.runtimes.image import encode_frame
+
+        return encode_frame(record, frame, store[hop["tensor"]], fingerprint)
     bits, entropy, _ = hop_codec(hop)
     return encode({w["name"]: store[w["name"]] for w in hop["wire"]}, bits=bits, plan=fingerprint, entropy=entropy)
 
 
-def decode_hop(hop: dict, payload: bytes, fingerprint: str) -> dict[str, np.ndarray]:
+def decode_hop(hop: dict, payload: bytes, fingerprint: str, images: dict | None = None) -> dict[str, np.ndarray]:
+    """A hop's tensors from a payload; anything that is not what the plan expects raises CodecError."""
+    record = _image(hop, images or {})
+    if record is not None:
+        from splitc.runtimes.image import ImageCodecError, decode_frame
+
+        try:
+            return {hop["tensor"]: decode_frame(record, payload, fingerprint)}
+        except ImageCodecError as e:
+            raise CodecError(str(e)) from None
     return decode(payload, hop_codec(hop)[2], plan=fingerprint)
 
 
@@ -69,6 +97,15 @@ class Segment:
         self.up = [b for b in plan["boundary"] if b["from"] == self.device and b["to"] != self.device]
         self.down = [b for b in plan["boundary"] if b["to"] == self.device and b["from"] != self.device]
         self.inner = [b for b in plan["boundary"] if b["from"] != self.device and b["to"] != self.device]
+        from splitc.runtimes.image import input_records
+
+        self.images = input_records(plan)  # image inputs cross as compressed frames
+
+    def encode(self, hop: dict, store: dict) -> bytes:
+        return encode_hop(hop, store, self.fingerprint, self.images)
+
+    def decode(self, hop: dict, payload: bytes) -> dict[str, np.ndarray]:
+        return decode_hop(hop, payload, self.fingerprint, self.images)
 
     @property
     def remote(self) -> bool:

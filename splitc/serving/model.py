@@ -22,7 +22,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
 
 from splitc.runtimes.ort import SplitModel, numpy_dtype
-from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, decode_hop, encode_hop, oip_datatype, run_segment
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, oip_datatype, run_segment
 from splitc.runtimes.wire import CodecError
 
 
@@ -46,10 +46,12 @@ class SplitStages(Model):
 
     # ---------------------------------------------------------------- inference
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
+        """Decode, run the server stages, encode; the seconds each took go back as integer microseconds in the
+        response parameters ``decode_us``, ``compute_us``, ``encode_us`` (gRPC parameters hold no floats in KServe)."""
         if not isinstance(payload, InferRequest):  # a v1 or raw body: this model speaks the v2 protocol only
             raise InvalidInput(f"model {self.name}: send an Open Inference Protocol v2 request (POST /v2/models/{self.name}/infer)")
         outputs, seconds = await asyncio.get_running_loop().run_in_executor(None, self.infer, payload)
-        return InferResponse(payload.id or "", self.name, outputs, parameters={f"{k}_s": float(v) for k, v in seconds.items()},
+        return InferResponse(payload.id or "", self.name, outputs, parameters={f"{k}_us": round(v * 1e6) for k, v in seconds.items()},
                              use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs)
 
     def infer(self, request: InferRequest) -> tuple[list[InferOutput], dict[str, float]]:
@@ -68,7 +70,7 @@ class SplitStages(Model):
                     tensor = inputs[hop["tensor"] + PAYLOAD_SUFFIX]
                     if tensor.datatype != "UINT8":
                         raise CodecError(f"input {tensor.name} is {tensor.datatype}; a wire payload is UINT8")
-                    stores[hop["to"]].update(decode_hop(hop, _bytes(tensor), seg.fingerprint))
+                    stores[hop["to"]].update(seg.decode(hop, _bytes(tensor)))
             else:
                 for hop in seg.up:
                     stores[hop["to"]].update(_plain(hop, inputs))
@@ -84,14 +86,20 @@ class SplitStages(Model):
         for hop in seg.down:
             store = stores[hop["from"]]
             if binary:
-                blob = np.frombuffer(encode_hop(hop, store, seg.fingerprint), np.uint8)
-                outputs.append(InferOutput(hop["tensor"] + PAYLOAD_SUFFIX, [int(blob.size)], "UINT8", data=blob))
+                blob = np.frombuffer(seg.encode(hop, store), np.uint8)
+                outputs.append(_output(hop["tensor"] + PAYLOAD_SUFFIX, blob))
             else:
-                for w in hop["wire"]:
-                    arr = np.ascontiguousarray(store[w["name"]])
-                    outputs.append(InferOutput(w["name"], list(arr.shape), oip_datatype(arr.dtype.name), data=arr))
+                outputs += [_output(w["name"], np.ascontiguousarray(store[w["name"]])) for w in hop["wire"]]
         seconds["encode"] = time.perf_counter() - t
         return outputs, seconds
+
+
+def _output(name: str, arr: np.ndarray) -> InferOutput:
+    """An output holding raw bytes: KServe 0.21's gRPC encoder fails on an ndarray ``data`` of more than one element
+    (``if use_raw_outputs and infer_output.data``); REST turns raw bytes into JSON when the client asks for JSON."""
+    out = InferOutput(name, list(arr.shape), oip_datatype(arr.dtype.name))
+    out.set_data_from_numpy(arr, binary_data=True)
+    return out
 
 
 def _specs(seg: Segment, hops: list[dict]) -> list[dict]:
