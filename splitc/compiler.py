@@ -22,7 +22,7 @@ from splitc.codegen import emit, output
 from splitc.codegen.passes.split import SplitResult
 from splitc.codegen.plan import build_plan, io_spec
 from splitc.cost.quantizers import parse_budget, parse_codec
-from splitc.cost.targets import DeviceProfile, Link, load_target, parse_links
+from splitc.cost.targets import DeviceProfile, Link, check_tier_names, load_target, parse_links
 from splitc.errors import SplitcError, SplitcWarning
 from splitc.frontend.load import load_proto, sha256_file, to_ir
 from splitc.ir import metadata as ann
@@ -82,7 +82,9 @@ def resolve_targets(spec: str) -> tuple[DeviceProfile, ...]:
         raise SplitcError(f"--target '{spec}': give a chain of two or more tiers, device first, e.g. --target rpi4,cloud")
     if len(set(names)) != len(names):
         raise SplitcError(f"--target '{spec}': each tier must be named once")
-    return tuple(load_target(n) for n in names)
+    profiles = tuple(load_target(n) for n in names)
+    check_tier_names(profiles)
+    return profiles
 
 
 def resolve(options: CompileOptions) -> Resolved:

@@ -48,7 +48,7 @@ def _plan_rows(plan: dict) -> tuple[list[str], list[list[str]]]:
 def cmd_compile(args) -> int:
     from splitc.compiler import CompileOptions, compile_model
     from splitc.frontend.load import parse_input_shapes
-    from splitc.cost.targets import parse_quantity, parse_range
+    from splitc.cost.targets import parse_quantity, parse_range, parse_seconds
 
     options = CompileOptions(target=args.target, link=args.link, input_shapes=parse_input_shapes(args.input_shape),
                              boundary=args.boundary, objective=args.objective,
@@ -56,7 +56,7 @@ def cmd_compile(args) -> int:
                              max_energy_j=parse_quantity(args.max_energy, "energy", "--max-energy"),
                              max_device_memory=parse_quantity(args.max_device_memory, "bytes", "--max-device-memory"),
                              max_cloud_s=parse_quantity(args.max_cloud_time, "time", "--max-cloud-time"),
-                             allow_return=args.allow_return, time_limit_s=args.time_limit,
+                             allow_return=args.allow_return, time_limit_s=parse_seconds(args.time_limit, "--time-limit"),
                              sweep_bps=parse_range(args.sweep_bandwidth))
     options = dataclasses.replace(options, emit=args.emit, device_target=args.device_target, cloud_target=args.cloud_target)
     options = dataclasses.replace(options, calibrate=args.calibrate, accuracy_budget=args.accuracy_budget,

@@ -6,6 +6,7 @@ A profile is validated on load; a bad field is named in a one-line error.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -132,14 +133,34 @@ def builtin_target_names() -> list[str]:
     return sorted(p.name[:-5] for p in _profile_dir().iterdir() if p.name.endswith(".toml") and p.name != "links.toml")
 
 
-def _need(table: dict, key: str, where: str, kind=(int, float)):
+MAX_NUMBER = 1e18  # above any rate, size, power or time a profile or link states; beyond it sums stop being exact
+TINY = 1e-30  # below any non-zero cost coefficient; denormals (below 2.2e-308) would overflow what they divide
+
+
+def check_number(value: float, what: str, lo: float = 0.0, hi: float = MAX_NUMBER) -> float:
+    """``value`` if it is finite, in [lo, hi] and (if not zero) not vanishingly small; else a one-line error."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise SplitcError(f"{what} must be a finite number, got {value!r}")
+    if value < 0 <= lo:
+        raise SplitcError(f"{what} must not be negative, got {value!r}")
+    if value <= 0 < lo:
+        raise SplitcError(f"{what} must be positive, got {value!r}")
+    if not lo <= value <= hi:
+        raise SplitcError(f"{what} must be between {lo:g} and {hi:g}, got {value:g}" if isinstance(value, float)
+                          else f"{what} must be between {lo:g} and {hi:g}, got {value}")
+    if value != 0 and abs(value) < TINY:
+        raise SplitcError(f"{what} is vanishingly small ({value:g}); the smallest meaningful non-zero value is {TINY:g}")
+    return value
+
+
+def _need(table: dict, key: str, where: str, kind=(int, float), lo: float = 0.0, hi: float = MAX_NUMBER):
     if key not in table:
         raise SplitcError(f"{where}: missing field '{key}'")
     value = table[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         raise SplitcError(f"{where}: field '{key}' must be {getattr(kind, '__name__', 'a number')}, got {value!r}")
-    if isinstance(value, (int, float)) and value < 0:
-        raise SplitcError(f"{where}: field '{key}' must not be negative, got {value!r}")
+    if isinstance(value, (int, float)):
+        check_number(value, f"{where}: field '{key}'", lo, hi)
     return value
 
 
@@ -150,6 +171,9 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         raise SplitcError(f"{where}: unknown field(s) {sorted(unknown_tables)}; known: {sorted(known)}")
     if not isinstance(data.get("name"), str) or not data.get("name"):
         raise SplitcError(f"{where}: field 'name' must be a non-empty string" if "name" in data else f"{where}: missing field 'name'")
+    if not re.fullmatch(r"[^/\\\x00-\x1f\x7f]{1,64}", data["name"]) or data["name"].strip(".") == "":
+        raise SplitcError(f"{where}: field 'name' {data['name']!r} cannot name files (stage<i>_<name>.onnx): use at most 64"
+                          " characters without '/', '\\' or control characters, not only dots")
     sources = data.get("sources", [])
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise SplitcError(f"{where}: field 'sources' must be a list of strings")
@@ -160,7 +184,7 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         raise SplitcError(f"{where}: missing table [compute]")
     rates = []
     for cls in OP_CLASSES:
-        rate = _need(compute, cls, f"{where} [compute]")
+        rate = _need(compute, cls, f"{where} [compute]", lo=1.0)
         if rate <= 0:
             raise SplitcError(f"{where} [compute]: field '{cls}' must be positive")
         rates.append((cls, float(rate)))
@@ -172,15 +196,15 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
     for table, value in (("codec", codec), ("power", power)):
         if not isinstance(value, dict):
             raise SplitcError(f"{where}: [{table}] must be a table")
-    bw = float(_need(compute, "memory_bytes_per_s", f"{where} [compute]"))
+    bw = float(_need(compute, "memory_bytes_per_s", f"{where} [compute]", lo=1.0))
     if bw <= 0:
         raise SplitcError(f"{where} [compute]: field 'memory_bytes_per_s' must be positive")
     for key in ("encode_bytes_per_s", "decode_bytes_per_s"):
-        if _need(codec, key, f"{where} [codec]") <= 0:
+        if _need(codec, key, f"{where} [codec]", lo=1.0) <= 0:
             raise SplitcError(f"{where} [codec]: field '{key}' must be positive")
     for key in ("busy_w", "idle_w"):
         if key in power:
-            _need(power, key, f"{where} [power]")
+            _need(power, key, f"{where} [power]", hi=1e6)
     if not 0 <= float(power.get("idle_w", 0.0)) <= float(power.get("busy_w", 0.0)):
         raise SplitcError(f"{where} [power]: need 0 <= idle_w <= busy_w (got idle_w {power.get('idle_w', 0.0)},"
                           f" busy_w {power.get('busy_w', 0.0)}); a device draws at least its idle power when busy")
@@ -197,11 +221,11 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         extra = set(table) - set(ClassFit.FIELDS)
         if extra:
             raise SplitcError(f"{at}: unknown field(s) {sorted(extra)}; known: {list(ClassFit.FIELDS)}")
-        values = {key: _need(table, key, at) for key in ("overhead_s", "s_per_flop", "s_per_byte")}
+        values = {key: _need(table, key, at, hi=3600.0) for key in ("overhead_s", "s_per_flop", "s_per_byte")}
         if "s_per_flop_1x1" in table:
             if cls != "conv":
                 raise SplitcError(f"{at}: field 's_per_flop_1x1' is only for [fit.conv]")
-            values["s_per_flop_1x1"] = _need(table, "s_per_flop_1x1", at)
+            values["s_per_flop_1x1"] = _need(table, "s_per_flop_1x1", at, hi=3600.0)
         if "samples" in table:
             values["samples"] = int(_need(table, "samples", at, int))
         fits.append((cls, ClassFit(**{k: (v if k == "samples" else float(v)) for k, v in values.items()})))
@@ -223,7 +247,7 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         sources=tuple(sources),
         flops_per_s=tuple(rates),
         memory_bytes_per_s=bw,
-        op_overhead_s=float(_need(compute, "op_overhead_s", f"{where} [compute]")),
+        op_overhead_s=float(_need(compute, "op_overhead_s", f"{where} [compute]", hi=3600.0)),
         encode_bytes_per_s=float(codec["encode_bytes_per_s"]),
         decode_bytes_per_s=float(codec["decode_bytes_per_s"]),
         busy_power_w=float(power.get("busy_w", 0.0)),
@@ -232,6 +256,17 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         measured=measured,
         image_px_per_s=tuple(sorted((k.removesuffix("_px_per_s"), float(v)) for k, v in image.items())),
     )
+
+
+def check_tier_names(profiles) -> None:
+    """Tiers name stages, files and plan entries: two with one name (a profile file called 'cloud' beside the built-in
+    'cloud') would overwrite each other."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(profiles):
+        if p.name in seen:
+            raise SplitcError(f"--target: tiers {seen[p.name] + 1} and {i + 1} are both named '{p.name}'; give each profile"
+                              " a name of its own (the 'name' field of its .toml)")
+        seen[p.name] = i
 
 
 def load_target(spec: str) -> DeviceProfile:
@@ -271,12 +306,12 @@ _RATE_UNITS = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
-def _quantity(text: str, units: dict[str, float], what: str, spec: str) -> float:
+def _quantity(text: str, units: dict[str, float], what: str, spec: str, lo: float, hi: float) -> float:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-zA-Z]*)\s*", text)
     unit = m.group(2).lower() if m else ""
     if not m or unit not in units:
         raise SplitcError(f"link '{spec}': cannot read {what} '{text}'; write it like {next(iter(units))} units {sorted(units)}")
-    return float(m.group(1)) * units[unit]
+    return check_number(float(m.group(1)) * units[unit], f"link '{spec}': {what} '{text}' (in {next(iter(units))})", lo, hi)
 
 
 _UNITS = {
@@ -285,6 +320,11 @@ _UNITS = {
     "bytes": ({"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}, "512MB"),
     "rate": ({"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}, "10Mbps"),
 }
+
+
+# sane ranges of what a user writes, in base units: (lowest non-zero, highest)
+LIMITS = {"time": (0.0, 1e6), "energy": (0.0, 1e9), "bytes": (1.0, MAX_NUMBER), "rate": (1.0, 1e15)}
+_BASE = {"time": "s", "energy": "J", "bytes": "bytes", "rate": "bits/s"}
 
 
 def parse_quantity(text: str | None, kind: str, flag: str):
@@ -296,10 +336,21 @@ def parse_quantity(text: str | None, kind: str, flag: str):
     unit = m.group(2).lower() if m else ""
     if not m or unit not in units:
         raise SplitcError(f"{flag} '{text}': write a number with a unit ({', '.join(units)}), e.g. {example}")
-    value = float(m.group(1)) * units[unit]
-    if value <= 0:
-        raise SplitcError(f"{flag} '{text}': must be positive")
+    value = check_number(float(m.group(1)) * units[unit], f"{flag} '{text}' (in {_BASE[kind]})", 0.0, LIMITS[kind][1])
+    if value < LIMITS[kind][0] or value == 0:
+        raise SplitcError(f"{flag} '{text}': must be positive" + (f" and at least {LIMITS[kind][0]:g} {_BASE[kind]}"
+                                                                   if LIMITS[kind][0] > 0 else ""))
     return int(value) if kind == "bytes" else value
+
+
+def parse_seconds(value: float | None, flag: str) -> float | None:
+    """A number of seconds given as a plain number (``--time-limit 30``): finite, positive, at most LIMITS["time"]."""
+    if value is None:
+        return None
+    check_number(value, f"{flag} {value!r} (seconds)", 0.0, LIMITS["time"][1])
+    if value <= 0:
+        raise SplitcError(f"{flag} {value:g}: must be a positive number of seconds")
+    return float(value)
 
 
 def parse_range(text: str | None) -> tuple[float, float] | None:
@@ -332,8 +383,8 @@ def parse_link(spec: str) -> Link:
     extra = set(fields) - {"up", "down", "rtt", "radio"}
     if missing or extra:
         raise SplitcError(f"link '{spec}': needs up=, down= and rtt= (and optionally radio=3g|4g|wifi); missing {sorted(missing)}, unknown {sorted(extra)}")
-    up = _quantity(fields["up"], _RATE_UNITS, "up", spec)
-    down = _quantity(fields["down"], _RATE_UNITS, "down", spec)
+    up = _quantity(fields["up"], _RATE_UNITS, "up", spec, *LIMITS["rate"])
+    down = _quantity(fields["down"], _RATE_UNITS, "down", spec, *LIMITS["rate"])
     if up <= 0 or down <= 0:
         raise SplitcError(f"link '{spec}': rates must be positive")
     radio = None
@@ -341,7 +392,7 @@ def parse_link(spec: str) -> Link:
         if fields["radio"] not in links:
             raise SplitcError(f"link '{spec}': radio '{fields['radio']}' is not one of {', '.join(links)}")
         radio = links[fields["radio"]].radio
-    return Link(spec, up, down, _quantity(fields["rtt"], _TIME_UNITS, "rtt", spec), "custom", radio)
+    return Link(spec, up, down, _quantity(fields["rtt"], _TIME_UNITS, "rtt", spec, 0.0, LIMITS["time"][1]), "custom", radio)
 
 
 def parse_links(spec: str, count: int) -> tuple[Link, ...]:

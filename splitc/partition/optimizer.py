@@ -252,6 +252,8 @@ def solve(cg: CostGraph, goal: Goal = Goal(), time_limit_s: float | None = None,
     if status == "fractional":  # not a vertex (cannot happen for a TU matrix, but never trust it)
         return solve(cg, goal, time_limit_s, solver, relax=False)
     if status == "timeout":
+        if time_limit_s is None:  # "Not Solved" without a time limit: the solver gave up
+            raise SplitcError(f"the solver ({label}) stopped without a plan; check the profiles' and links' numbers, or drop a limit")
         raise SplitcError(f"the solver found no plan within --time-limit {time_limit_s:g}s; raise it (or drop a limit)")
     if status == "infeasible":
         raise _diagnose(cg, form, goal, time_limit_s, solver)
