@@ -60,8 +60,10 @@ class Verified:
 
 
 def run_split(model_path, out_dir, reference: dict[str, np.ndarray] | None = None, **options) -> Verified:
-    """Compile, run the parts (optimizations off) on ``synthetic_inputs`` and compare with the original."""
-    result = compile_model(model_path, out_dir, CompileOptions(**options))
+    """Compile, run the parts (optimizations off) on ``synthetic_inputs`` and compare with the original. Synthetic
+    inputs are not 8-bit images: image inputs cross as tensors here (``input_codec`` raw) unless the test says otherwise
+    (the camera-frame path is tested on frames in tests/test_input_codec.py)."""
+    result = compile_model(model_path, out_dir, CompileOptions(**{"input_codec": "raw", **options}))
     split = SplitModel(out_dir, optimization="disable")
     feeds = synthetic_inputs(split.inputs)
     got = split.run(feeds)

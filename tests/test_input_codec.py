@@ -239,3 +239,34 @@ def test_shared_photos_jpeg_size_matches_the_table(tmp_path):
     frames = image_frames(IMAGES, {"name": "x", "dtype": "float", "shape": [1, 3, 224, 224]}, count=9)
     measured = input_codec.size(ic, {"x": frames})["x"].bytes
     assert abs(measured - input_codec.default_bytes(ic["x"])[0]) < 0.25 * measured
+
+
+def test_profiles_carry_image_rates_and_an_old_profile_borrows_rpi4s(tmp_path):
+    import tomllib
+    from dataclasses import replace
+
+    from splitc.cost.fit import profile_to_toml
+    from splitc.cost.targets import load_target, parse_profile
+
+    rpi4 = load_target("rpi4")
+    assert rpi4.image_rate("jpeg", "encode") == 25e6 and rpi4.image_rate("jpeg", "decode") == 50e6
+    mine = replace(rpi4, name="mine", image_px_per_s=(("jpeg_decode", 9e7), ("jpeg_encode", 8e7)))
+    back = parse_profile(tomllib.loads(profile_to_toml(mine)), "mine.toml")
+    assert back.image_rate("jpeg", "encode") == 8e7 and back.image_rate("png", "encode") is None
+    old = replace(rpi4, name="old", image_px_per_s=())
+    with pytest.warns(UserWarning, match="no \\[image\\] table"):
+        assert input_codec.image_rate(old, "jpeg", "decode") == 50e6
+    with pytest.raises(SplitcError, match="\\[image\\]"):
+        parse_profile({**tomllib.loads(profile_to_toml(mine)), "image": {"jpeg_encode_px_per_s": -1}}, "bad.toml")
+
+
+def test_fp32_boundary_stays_lossless_and_the_cli_takes_the_codec(tmp_path):
+    model = _classifier(tmp_path / "m.onnx", hw=32)
+    fp32 = compile_model(model, None, CompileOptions(boundary="fp32"), policy=_cloud_only)
+    assert fp32.plan["input_codec"][0]["codec"] == "raw"  # --boundary fp32: the input tensor, losslessly
+    assert [b["codec"] for b in fp32.plan["boundary"] if b["tensor"] == "x"] == ["raw+zstd"]
+    assert main(["compile", str(model), "-o", str(tmp_path / "o"), "--input-codec", "png", "--input-norm", "unit", "-q",
+                 "--link", "up=1Gbps,down=1Gbps,rtt=0ms", "--no-report"]) == 0
+    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    assert plan["input_codec"][0]["name"] == "png" and plan["input_codec"][0]["norm"]["name"] == "unit"
+    assert main(["compile", str(model), "-o", str(tmp_path / "o2"), "--input-norm", "mean=1", "-q"]) == 2

@@ -182,7 +182,8 @@ def test_bottlenet_splits_at_the_bottleneck_over_4g(tmp_path, models):
     assert p["cut"] == ["bottleneck"], p["cut"]
     assert p["predicted"]["device_nodes"] > 0 and p["predicted"]["server_nodes"] > 0
     device, cloud = p["baselines"]["device_only"]["total_s"], p["baselines"]["cloud_only"]["total_s"]
-    assert p["predicted"]["total_s"] < 0.9 * device and p["predicted"]["total_s"] < 0.5 * cloud
+    # cloud-only sends the camera frame as JPEG (q90), not the int8 tensor: the bottleneck still wins, by less
+    assert p["predicted"]["total_s"] < 0.9 * device and p["predicted"]["total_s"] < 0.95 * cloud
     up = [b for b in p["boundary"] if b["from"] == "rpi4"]
     assert [b["tensor"] for b in up] == ["bottleneck"] and up[0]["raw_bytes"] == 12 * 28 * 28 * 4
     for link in ("wifi", "fast"):

@@ -291,6 +291,10 @@ def profile_to_toml(profile: DeviceProfile, header: str = "") -> str:
     out.append("[codec]")
     out.append(f"encode_bytes_per_s = {_toml_value(profile.encode_bytes_per_s)}")
     out.append(f"decode_bytes_per_s = {_toml_value(profile.decode_bytes_per_s)}")
+    if profile.image_px_per_s:  # input-image codecs, pixels/s (splitc/tools/profiler.py measure_image_codecs)
+        out.append("")
+        out.append("[image]")
+        out.extend(f"{key}_px_per_s = {_toml_value(rate)}" for key, rate in profile.image_px_per_s)
     if profile.busy_power_w or profile.idle_power_w:
         out.append("")
         out.append("[power]")

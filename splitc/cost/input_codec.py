@@ -82,8 +82,8 @@ def image_rate(target: DeviceProfile, kind: str, way: str) -> float:
         return rate
     if "rpi4" not in _FALLBACK:
         _FALLBACK["rpi4"] = load_target("rpi4")
-        warnings.warn(f"profile {target.name} has no [image] table: input-image codec speeds of rpi4 assumed; rerun"
-                      " 'splitc profile' to measure them", SplitcWarning, stacklevel=3)
+    warnings.warn(f"profile {target.name} has no [image] table: input-image codec speeds of rpi4 assumed; rerun"
+                  " 'splitc profile' to measure them", SplitcWarning, stacklevel=3)
     return _FALLBACK["rpi4"].image_rate(kind, way)
 
 

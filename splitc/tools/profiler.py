@@ -628,6 +628,36 @@ def measure_codec(settings: Settings, runs: int = 15) -> tuple[float, float]:
     return x.nbytes / statistics.median(enc), x.nbytes / statistics.median(dec)
 
 
+def measure_image_codecs(runs: int = 7) -> tuple[tuple[str, float], ...]:
+    """Pixels/s of the input-image codecs on one core of this machine (splitc.runtimes.image: JPEG q90 4:2:0, PNG,
+    WebP q90), encode and decode of a 224x224 photo-like frame (smooth gradients, a disc, sensor noise); medians.
+    () when the image extra (Pillow, simplejpeg) is not installed: plans then use rpi4's figures, with a warning."""
+    from splitc.runtimes.image import ImageSpec, parse_codec
+
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return ()
+    side = 224
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    frame = np.stack([xx * 200 + yy * 40, yy * 180 + 30, (xx * yy) * 255], -1)
+    frame[(yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.04] = (200, 60, 40)
+    frame = np.clip(frame + np.random.default_rng(0).normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
+    spec = ImageSpec("x", "NHWC", side, side, 3, "uint8")
+    out = []
+    for kind in ("jpeg", "png", "webp"):
+        codec = parse_codec(kind)
+        data = codec.encode(frame)
+        for way, fn, arg in (("encode", codec.encode, frame), ("decode", lambda d: codec.decode(d, spec), data)):
+            times = []
+            for _ in range(runs if kind == "jpeg" else 3):
+                t0 = time.perf_counter()
+                fn(arg)
+                times.append(time.perf_counter() - t0)
+            out.append((f"{kind}_{way}", side * side / statistics.median(times)))
+    return tuple(sorted(out))
+
+
 # --------------------------------------------------------------------------------------------- a device profile
 
 
@@ -763,6 +793,10 @@ def profile_device(
         name, result, description=description or f"{platform.node()} measured with onnxruntime {ort.__version__}",
         sources=tuple(sources), encode_bytes_per_s=enc, decode_bytes_per_s=dec, measured=table,
     )
+    image = measure_image_codecs()
+    if image:
+        profile = replace(profile, image_px_per_s=image, sources=profile.sources + (
+            "[image]: input-image codecs measured on one core (splitc.runtimes.image: JPEG q90, PNG, WebP q90 of a 224x224 frame)",))
     for p, entry in zip(measured, table["models"].values()):
         entry["predicted_s"] = float(sum(fitting.predict(profile, f) for f in p.features.values()))
     predicted = [entry["predicted_s"] for entry in table["models"].values()]
