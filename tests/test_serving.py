@@ -399,3 +399,50 @@ def test_tls_and_grpc_with_token(plan_dir, tmp_path):
     finally:
         code, out = srv.stop()
     assert code == 0, out[-2000:]
+
+
+def test_bandwidth_estimator_tracks_a_drop_within_two_frames():
+    from splitc.runtimes.adaptive import BandwidthEstimator
+
+    est = BandwidthEstimator(rtt_prior_s=0.02, down_up_ratio=3.0)
+    up, down, rtt = 12_000, 3_000, 0.005  # bytes per frame; the true RTT is 5 ms, not the prior's 20
+    for ping in (0.009, 0.005, 0.007):  # health requests: the smallest is the RTT
+        est.observe_rtt(ping)
+    assert est.rtt == rtt
+    for _ in range(6):  # 50 Mbit/s
+        est.observe(rtt + 8 * (up + down / 3) / 50e6, up, down)
+    assert abs(est.up_bps / 50e6 - 1) < 0.05
+    for _ in range(2):  # the link drops to 1 Mbit/s
+        est.observe(rtt + 8 * (up + down / 3) / 1e6, up, down)
+    assert est.up_bps < 1.5e6
+
+
+def test_sweep_variants_are_all_served_and_the_client_switches(plan_dir, tmp_path):
+    from splitc.runtimes.adaptive import AdaptiveRemote
+
+    src = plan_dir.parent / "m.onnx"
+    compile_model(src, tmp_path / "sweep", CompileOptions(target=f"{slow_device_profile(tmp_path / 'slowcam.toml')},cloud",
+                                                          link="up=100Mbps,down=300Mbps,rtt=5ms", sweep_bps=(0.5e6, 200e6)))
+    intervals = json.loads((tmp_path / "sweep" / "plan.json").read_text())["sweep"]["intervals"]
+    remote_plans = [iv["plan"] for iv in intervals if Segment(json.loads((tmp_path / "sweep" / iv["plan"] / "plan.json").read_text())).remote]
+    assert len(intervals) >= 2 and remote_plans, intervals
+    srv = Server(tmp_path / "sweep")
+    try:
+        for p in remote_plans:  # every variant with server stages is there, under its fingerprint
+            name = Segment(json.loads((tmp_path / "sweep" / p / "plan.json").read_text())).name
+            with urllib.request.urlopen(f"{srv.url}/v2/models/{name}/ready", timeout=5) as r:
+                assert r.status == 200
+        client = AdaptiveRemote(tmp_path / "sweep", srv.url, probe_s=0.0)
+        start = client.current
+        assert client.intervals[start]["plan"] in remote_plans  # compiled for 100 Mbit/s: the server plan
+        feeds = synthetic_inputs(client.models[0].local.inputs, 0)
+        client.run(feeds)
+        client.estimator.up_bps = 0.4e6  # as if the link had dropped below the sweep's lowest interval
+        client._choose(client.estimator.up_bps)
+        assert client.intervals[client.current]["plan"] == intervals[0]["plan"] and client.switches
+        assert "switched" in client.lines()[0]
+        results = [client.run(feeds) for _ in range(3)]  # probes (probe_s=0) go to the server plan: loopback is fast
+        assert len(results) == 3 and client.intervals[client.current]["plan"] in remote_plans, client.lines()
+        client.close()
+    finally:
+        srv.stop()

@@ -48,13 +48,30 @@ def cmd_run_remote(args, samples: list[dict], reference) -> int:
     from splitc.runtimes.ort import compare_outputs
     from splitc.runtimes.remote import RemoteSplitModel
 
-    model = RemoteSplitModel(args.dir, args.remote, timeout=parse_seconds(args.timeout, "--timeout"),
-                             token=read_token(args.token_file), ca=args.ca, inflight=args.inflight,
-                             optimization=args.optimization)
+    kw = dict(timeout=parse_seconds(args.timeout, "--timeout"), token=read_token(args.token_file), ca=args.ca,
+              optimization=args.optimization)
+    adaptive = bool(json.loads((Path(args.dir) / "plan.json").read_text()).get("sweep")) and not args.stream
+    if adaptive:  # a --sweep-bandwidth plan: each frame on the variant for the bandwidth measured so far
+        from splitc.runtimes.adaptive import AdaptiveRemote
+
+        model = AdaptiveRemote(args.dir, args.remote, **kw)
+    else:
+        model = RemoteSplitModel(args.dir, args.remote, inflight=args.inflight, **kw)
+    runs, same = [], True
     try:
-        runs = list(model.stream(samples)) if args.stream else [model.run(feeds) for feeds in samples]
+        if args.stream:
+            runs = list(model.stream(samples))
+            pairs = [(feeds, r, model) for feeds, r in zip(samples, runs)]
+        else:
+            pairs = []
+            for feeds in samples:
+                runs.append(model.run(feeds))
+                pairs.append((feeds, runs[-1], model.last))
     finally:
         model.close()
+    # the network must not change a thing: every frame the server answered equals the in-process split run
+    same = all(np.array_equal(r.outputs[k], v) for feeds, r, used in pairs if "round_trip" in r.seconds
+               for k, v in used.local.run(feeds).outputs.items())
     checks = []
     if reference is not None:
         names = [o.name for o in reference.get_outputs()]
@@ -67,13 +84,11 @@ def cmd_run_remote(args, samples: list[dict], reference) -> int:
         passed = max_abs <= 1e-5 * max(1.0, max_ref) if lossless else None  # a lossy plan: `splitc run --input` judges it
         ok &= passed is not False
         outputs.append({"name": name, "max_abs_error": max_abs, "cosine": cosine, "pass": passed})
-    # the network must not change a thing: every frame the server answered equals the in-process split run
-    same = all(np.array_equal(r.outputs[k], v) for feeds, r in zip(samples, runs) if "round_trip" in r.seconds
-               for k, v in model.local.run(feeds).outputs.items())
     ok &= same
     st = model.stats
     ms = (lambda xs: float(np.median(xs)) * 1e3 if xs else None)
-    report = {"dir": str(args.dir), "remote": args.remote, "model": model.segment.name, "frames": len(runs),
+    report = {"dir": str(args.dir), "remote": args.remote, "model": model.last.segment.name, "frames": len(runs),
+              "switches": [{k: v for k, v in s.items() if k != "t"} for s in model.switches] if adaptive else None,
               "via_server": st.remote, "computed_locally": st.local, "lost": len(samples) - len(runs),
               "failures": dict(st.failures), "failure_reasons": st.first, "round_trip_ms_median": ms(st.round_trip_s),
               "server_ms_median": ms(st.server_s), "fallback_ms_median": ms(st.fallback_s),
@@ -83,14 +98,14 @@ def cmd_run_remote(args, samples: list[dict], reference) -> int:
         print(json.dumps(report, indent=1))
         return 0 if ok else EXIT_CHECK_FAILED
     plan = model.plan
-    parts = " -> ".join(f"{file} on {target}" + (f" at {args.remote}" if target != model.segment.device else "")
+    parts = " -> ".join(f"{file} on {target}" + (f" at {args.remote}" if target != model.last.segment.device else "")
                         for target, file in plan["artifacts"].items())
-    print(f"ran {parts} ({model.segment.name}) on {len(runs)} frame(s){' streamed, ' + str(args.inflight) + ' in flight' if args.stream else ''}:"
+    print(f"ran {parts} ({model.last.segment.name}) on {len(runs)} frame(s){' streamed, ' + str(args.inflight) + ' in flight' if args.stream else ''}:"
           f" sent {fmt_bytes(report['bytes_up'])} up, {fmt_bytes(report['bytes_down'])} down per frame")
     if st.remote:
         print(f"round trip {report['round_trip_ms_median']:.1f} ms median (server decode+compute+encode"
               f" {report['server_ms_median']:.1f} ms); predicted end to end {plan['predicted']['total_s'] * 1e3:.1f} ms")
-    for line in st.lines():
+    for line in st.lines() + (model.lines() if adaptive else []):
         print(line)
     if st.fallback_s:
         print(f"local fallback {report['fallback_ms_median']:.1f} ms median per frame")

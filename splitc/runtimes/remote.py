@@ -123,6 +123,21 @@ class RemoteSplitModel:
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
 
+    @property
+    def last(self) -> "RemoteSplitModel":
+        """The model the last frame ran on (this one; an AdaptiveRemote answers with the variant it chose)."""
+        return self
+
+    def ping(self) -> float | None:
+        """Seconds for a readiness request (no payload: the RTT plus the server's least work); None when it fails."""
+        t = time.perf_counter()
+        try:
+            ok = self._client().is_server_ready(headers=self.headers)
+        except Exception:  # noqa: BLE001 - a failed ping measures nothing; frames find out the rest
+            self._drop_client()
+            return None
+        return time.perf_counter() - t if ok else None
+
     # ---------------------------------------------------------------- one frame
     def run(self, feeds: dict[str, np.ndarray]) -> RunResult:
         return self._finish(feeds, self._start(feeds, threaded=False))
