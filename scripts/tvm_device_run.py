@@ -3,7 +3,7 @@
     python scripts/tvm_device_run.py OUT_DIR --stage 0 --inputs in.npz --outputs out.npz [--payload up.bin]
 
 Needs only numpy and the TVM runtime (``TVM_USE_RUNTIME_LIB=1`` skips the compiler library), plus
-zstandard for ``--payload``: it loads ``splitc/runtimes/tvm.py`` and ``codec.py`` as files, so neither
+zstandard for ``--payload``: it loads ``splitc/runtimes/tvm.py`` and ``wire.py`` from their files, so neither
 onnxruntime nor the compiler is imported. That is what runs under qemu-aarch64 in the emulated
 Raspberry Pi 4 check (scripts/setup_arm64_root.sh, tests/test_tvm.py): the stage's outputs go to
 ``--outputs`` (.npz) and, with ``--payload``, the wire payload of the hops this stage sends, encoded
@@ -13,11 +13,12 @@ by the same codec as the runtime, goes to that file for the next tier to decode.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import platform
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _runtime(name: str):
+    """``splitc.runtimes.<name>`` from the repository's files, without running ``splitc/runtimes/__init__.py`` (which
+    imports onnxruntime): the two packages are registered as bare namespaces over their folders."""
+    for package, folder in (("splitc", REPO / "splitc"), ("splitc.runtimes", REPO / "splitc" / "runtimes")):
+        if package not in sys.modules:
+            module = types.ModuleType(package)
+            module.__path__ = [str(folder)]
+            sys.modules[package] = module
+    return importlib.import_module(f"splitc.runtimes.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs to time (default: %(default)s)")
     args = p.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))  # for splitc.errors only; splitc.runtimes (onnxruntime) is not imported
-    tvm_runtime = _load("splitc_device_tvm", REPO / "splitc" / "runtimes" / "tvm.py")
+    tvm_runtime = _runtime("tvm")
     plan = json.loads((args.dir / "plan.json").read_text())
     record = next((r for r in tvm_runtime.records(plan) if r["stage"] == args.stage), None)
     if record is None:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": platform.machine(), "library": record["library"], "target": record["target"],
               "load_s": round(t1 - t0, 4), "run_s": round(float(np.median(seconds)), 6), "outputs": names}
     if args.payload is not None:
-        codec = _load("splitc_device_codec", REPO / "splitc" / "runtimes" / "codec.py")
+        codec = _runtime("wire")
         wire = [w["name"] for b in plan["boundary"] if b.get("stage", 0) == args.stage for w in b["wire"]]
         store = {**feeds, **outputs}  # what this tier holds after the stage, as in SplitModel
         payload = codec.encode({name: store[name] for name in wire})

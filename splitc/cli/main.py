@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-cert", metavar="F", help="serve HTTPS (and gRPC over TLS) with this certificate (PEM)")
     sv.add_argument("--tls-key", metavar="F", help="the certificate's private key (PEM)")
     sv.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads per model; 0 = its default")
+    sv.add_argument("--write-deploy", metavar="DIR", help="instead of serving, write DIR/Containerfile (an image running"
+                    " splitc serve on this plan), DIR/inferenceservice.yaml (a KServe InferenceService for it) and DIR/plan/")
+    sv.add_argument("--image", help="--write-deploy: the image name the manifest runs (default: the model name)")
 
     i = sub.add_parser("inspect", help="per-node table: op, FLOPs, output bytes, latency on each target",
                        epilog="example: splitc inspect model.onnx --target rpi4,cloud --sort latency --top 20")
