@@ -190,7 +190,7 @@ def test_sigterm_mid_write_leaves_no_temporary_directory(tmp_path, replace, dela
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == [], err
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "terminated by SIGTERM" in err
     assert (snapshot(out) == before) if replace else not out.exists()
@@ -218,7 +218,7 @@ def test_profile_never_writes_through_a_planted_temp_link(tmp_path, chain_model)
     victim.write_text("precious")
     (tmp_path / ".box.toml.tmp").symlink_to(victim)
     proc = subprocess.run([sys.executable, "-m", "splitc", "profile", str(chain_model), "--name", "box", "-o", "box.toml",
-                           "--runs", "2", "--warmup", "0", "--no-calibration", "-q"],
+                           "--runs", "3", "--warmup", "0", "--no-calibration", "-q"],
                           check=False, capture_output=True, text=True, cwd=tmp_path, env=RUN_ENV, timeout=300,
                           preexec_fn=lambda: os.umask(0o022))
     assert proc.returncode == 0, proc.stderr
