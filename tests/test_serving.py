@@ -446,3 +446,36 @@ def test_sweep_variants_are_all_served_and_the_client_switches(plan_dir, tmp_pat
         client.close()
     finally:
         srv.stop()
+
+
+def test_write_deploy_gives_a_kserve_inferenceservice_and_a_containerfile(plan_dir, tmp_path):
+    yaml = pytest.importorskip("yaml", reason="reading the manifest needs PyYAML (a kserve dependency)")
+    import kserve
+    from kubernetes.client import ApiClient
+
+    dest = tmp_path / "deploy"
+    proc = subprocess.run([sys.executable, "-m", "splitc", "serve", str(plan_dir), "--write-deploy", str(dest), "--image",
+                           "registry.example/splitc-tail:1"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = yaml.safe_load((dest / "inferenceservice.yaml").read_text())
+    k8s = ApiClient()
+    meta = k8s._ApiClient__deserialize(doc["metadata"], "V1ObjectMeta")
+    pred = doc["spec"]["predictor"]
+    by_json = {v: k for k, v in kserve.V1beta1PredictorSpec.attribute_map.items()}
+    assert set(pred) <= set(by_json), f"fields KServe's PredictorSpec does not have: {set(pred) - set(by_json)}"
+    containers = [k8s._ApiClient__deserialize(c, "V1Container") for c in pred["containers"]]
+    volumes = [k8s._ApiClient__deserialize(v, "V1Volume") for v in pred.get("volumes", [])]
+    isvc = kserve.V1beta1InferenceService(api_version=doc["apiVersion"], kind=doc["kind"], metadata=meta,
+                                          spec=kserve.V1beta1InferenceServiceSpec(
+                                              predictor=kserve.V1beta1PredictorSpec(containers=containers, volumes=volumes)))
+    assert isvc.kind == "InferenceService" and isvc.api_version == "serving.kserve.io/v1beta1"
+    c = isvc.spec.predictor.containers[0]
+    assert c.image == "registry.example/splitc-tail:1" and c.readiness_probe.http_get.path == "/v2/health/ready"
+    assert c.args == ["--token-file", "/var/run/splitc/token"] and volumes[0].secret.secret_name == "splitc-token"
+    assert meta.name == Segment(json.loads((plan_dir / "plan.json").read_text())).name
+    text = (dest / "Containerfile").read_text()
+    assert 'ENTRYPOINT ["splitc", "serve", "/deploy/plan", "--host", "0.0.0.0", "--port", "8080"' in text
+    assert (dest / "plan" / "plan.json").is_file() and SplitModel(dest / "plan").plan == SplitModel(plan_dir).plan
+    again = subprocess.run([sys.executable, "-m", "splitc", "serve", str(plan_dir), "--write-deploy", str(dest)],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr and again.stderr.count("\n") == 1

@@ -35,6 +35,17 @@ def read_token(path: str | None, option: str = "--token-file") -> str | None:
 def cmd_serve(args) -> int:
     from splitc.serving.server import serve
 
+    if args.write_deploy:
+        from splitc.serving.deploy import write_deploy
+        from splitc.serving.server import load_models
+
+        models, _ = load_models(Path(args.dir))
+        image = args.image or f"{models[0].name}:latest"
+        files = write_deploy(Path(args.dir), Path(args.write_deploy), models, image)
+        print(f"wrote {args.write_deploy}/ ({', '.join(files)}): podman build -t {image} {args.write_deploy};"
+              f" kubectl create secret generic splitc-token --from-file=token=TOKEN_FILE;"
+              f" kubectl apply -f {args.write_deploy}/inferenceservice.yaml")
+        return 0
     token = read_token(args.token_file)
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         print(f"splitc: warning: serving on {args.host} without --token-file: anyone who reaches it can use it", file=sys.stderr)
