@@ -15,7 +15,9 @@
 3. The model, head.onnx and tail.onnx run in onnxruntime with the profile's settings (optimization level,
    threads), all sessions interleaved in shuffled rounds so that load on a shared machine falls on all of them
    alike; the tail gets the head's real outputs. Medians. A model file that lists its weights as graph inputs
-   is measured as splitc deploys it (weights as constants), and as exported in an extra row.
+   is measured as splitc deploys it (weights as constants), and as exported in an extra row. The two training
+   models run among them too: their slowdown since they were profiled (others' load on a shared machine) is the
+   load factor, and "at the profile's load" scales each prediction by it (a ratio measured in one run).
 4. A markdown table with every error, the median and worst absolute error, in OUT/results.md and results.json.
 
     .venv/bin/python benchmarks/prediction_error.py --out /tmp/splitc-pe        # about 5 minutes on 2 cores
@@ -320,11 +322,22 @@ def main(argv=None) -> int:
         rows.append(row)
         rows.extend(extra_rows)
 
+    # the training models again, interleaved with the rest: how much slower the machine runs now than while it
+    # was profiled (others' load moves between the two phases)
+    refs = {}
+    for case, path in train:
+        entry = ((profile.measured or {}).get("models") or {}).get(path.name)
+        if entry:
+            refs[case.label] = entry["wall_s"]
+            sessions[(f"ref {case.label}", "whole")] = (make_session(path, settings), feeds_for(path, case.shapes))
+
     # 3. measurement
     load_before = os.getloadavg()
     log(f"measuring {len(sessions)} sessions; load {load_before}")
     times = measure({k: v for k, v in sessions.items()}, args.rounds, args.per_round)
     load_after = os.getloadavg()
+    slower = {label: float(np.median(times[(f"ref {label}", "whole")])) / wall for label, wall in refs.items()}
+    load_factor = statistics.median(slower.values()) if slower else 1.0
     for row in rows:
         for part in ("whole", "head", "tail"):
             t = times.get((row["label"], part))
@@ -334,6 +347,7 @@ def main(argv=None) -> int:
                 row[f"{part}_iqr"] = float((q3 - q1) / med)
                 row[f"{part}_err"] = err(row[f"{part}_pred_s"], med)
         row["whole_analytical_err"] = err(row["whole_analytical_s"], row["whole_meas_s"])
+        row["whole_err_at_load"] = err(row["whole_pred_s"] * load_factor, row["whole_meas_s"])
         row["whole_models_only_err"] = err(row["whole_models_only_s"], row["whole_meas_s"])
         if not row["primary"] and "weights listed as inputs" in row["label"]:
             for k in [k for k in row if k.startswith(("head_", "tail_"))] + ["link"]:
@@ -347,14 +361,17 @@ def main(argv=None) -> int:
                  f" start {fmt_load(load_start)}, before measuring {fmt_load(load_before)}, after {fmt_load(load_after)}.")
     lines.append("Measured: medians of " + f"{args.rounds * args.per_round} interleaved runs per session; parts are head.onnx /"
                  " tail.onnx of an fp32-boundary plan (no boundary ops inside), predicted on this machine's profile.")
+    lines.append("Training models measured again among these sessions, against their runs while profiled: "
+                 + ", ".join(f"{k} {v:.2f}x" for k, v in slower.items()) + f"; load factor {load_factor:.2f}"
+                 " (the column 'at the profile's load' multiplies each prediction by it: a ratio measured in one run).")
     lines.append("")
-    lines.append("| model | family | whole measured ms | predicted ms | error | two models only | analytical only | cut: nodes head/tail, boundary (link) | head meas / pred ms | head error | tail meas / pred ms | tail error |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+    lines.append("| model | family | whole measured ms | predicted ms | error | at the profile's load | two models only | analytical only | cut: nodes head/tail, boundary (link) | head meas / pred ms | head error | tail meas / pred ms | tail error |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
         cut = "-" if "link" not in r else f"{r['head_nodes']}/{r['tail_nodes']} nodes, {r['boundary_bytes'] / 1e3:.0f} KB ({r['link']})"
         lines.append(
             f"| {r['label']}{'' if r['primary'] else ' *'} | {r['family']} | {ms(r['whole_meas_s'])} ± {r['whole_iqr'] * 50:.0f}% | {ms(r['whole_pred_s'])}"
-            f" | {pct(r['whole_err'])} | {pct(r['whole_models_only_err'])} | {pct(r['whole_analytical_err'])} | {cut}"
+            f" | {pct(r['whole_err'])} | {pct(r['whole_err_at_load'])} | {pct(r['whole_models_only_err'])} | {pct(r['whole_analytical_err'])} | {cut}"
             f" | {ms(r.get('head_meas_s'))} / {ms(r.get('head_pred_s'))} | {pct(r.get('head_err'))}"
             f" | {ms(r.get('tail_meas_s'))} / {ms(r.get('tail_pred_s'))} | {pct(r.get('tail_err'))} |")
     lines.append("")
@@ -365,13 +382,15 @@ def main(argv=None) -> int:
     for title, subset in (("four families (ResNet, MobileNet, detector, transformer)", [r for r in rows if r["primary"]]),
                           ("all held-out models", rows)):
         whole = [abs(r["whole_err"]) for r in subset]
+        at_load = [abs(r["whole_err_at_load"]) for r in subset]
         parts = [abs(r[k]) for r in subset for k in ("head_err", "tail_err") if k in r]
         ana = [abs(r["whole_analytical_err"]) for r in subset]
         only = [abs(r["whole_models_only_err"]) for r in subset]
         if not whole:
             continue
         lines.append(f"**{title}** ({len(subset)} models, {len(parts)} parts): whole model median |error|"
-                     f" {statistics.median(whole) * 100:.1f}%, worst {max(whole) * 100:.1f}%;"
+                     f" {statistics.median(whole) * 100:.1f}%, worst {max(whole) * 100:.1f}%"
+                     f" (at the profile's load: median {statistics.median(at_load) * 100:.1f}%, worst {max(at_load) * 100:.1f}%);"
                      + (f" head/tail parts median {statistics.median(parts) * 100:.1f}%, worst {max(parts) * 100:.1f}%;" if parts else "")
                      + f" whole model from the two models alone (--no-calibration) median {statistics.median(only) * 100:.1f}%,"
                        f" worst {max(only) * 100:.1f}%; analytical only median {statistics.median(ana) * 100:.1f}%, worst {max(ana) * 100:.1f}%")
@@ -380,6 +399,7 @@ def main(argv=None) -> int:
     print(text)
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps({"profile": str(prof_path), "load": [load_start, load_before, load_after],
+                                                  "load_factor": load_factor, "slower": slower,
                                                   "rows": rows}, indent=1, default=float) + "\n")
     log(f"wrote {out / 'results.md'} and results.json")
     return 0

@@ -121,6 +121,14 @@ class ModelProfile:
     def kernels(self) -> int:
         return sum(len(g.kernels) for g in self.groups)
 
+    @property
+    def gap_s(self) -> float:
+        """Seconds per kernel of the plain run that no profiled kernel holds: the executor between kernels,
+        less the profiler's own bookkeeping inside each, plus, on a busy machine, the preemptions that land
+        between kernels (on 2 cores at load 10, half of MobileNetV2's 1-thread run). Both are middle means of
+        the same interleaved runs, so the groups plus this gap add up to the model's plain run."""
+        return (middle_mean(self.wall_runs) - self.kernel_s) / max(1, self.kernels)
+
     def rows(self, per_kernel_s: float = 0.0) -> list[tuple[float, list[NodeFeatures]]]:
         """(seconds, features of the costed nodes) per group: what the fit is made from.
 
@@ -669,7 +677,7 @@ class ProfileRun:
     toml: str
     models: list[ModelProfile]
     fit: object  # splitc.cost.fit.FitResult
-    bias_s: float  # correction added to every profiled kernel duration
+    bias_s: float  # median over the measured models of the correction added to each profiled kernel (ModelProfile.gap_s)
     predicted_s: list[float]  # whole-model prediction of the fitted profile, per model
     calibration: list[ModelProfile] = field(default_factory=list)
 
@@ -758,9 +766,11 @@ def profile_device(
         measured.append(measure_model(path, shapes, settings, progress=lambda d, t, label=label: tick(label, d, t)))
     cal = measure_calibration(settings, lambda d, t: tick("calibration", d, t)) if calibration else []
     tick("calibration", 0, 0)
-    bias = measure_profiler_bias(settings)
+    # each model's own gap per kernel, so that its groups add up to its plain run (measure_profiler_bias
+    # estimates the same on a chain of tiny kernels, but not the load a shared machine adds between kernels)
+    bias = float(statistics.median(p.gap_s for p in measured + cal))
     enc, dec = measure_codec(settings)
-    rows = [row for p in measured + cal for row in p.rows(bias)]
+    rows = [row for p in measured + cal for row in p.rows(p.gap_s)]
     result = fitting.fit_groups(rows)
     threads = settings.threads or "onnxruntime default"
     table = {
