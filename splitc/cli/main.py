@@ -50,7 +50,9 @@ examples:
   splitc compile model.onnx --target mypi.toml,cloud --link 4g -o out/
 
 run it on the machine to be profiled, with the onnxruntime settings the deployment uses. Each model runs
---warmup + --runs times with onnxruntime's profiler on; every kernel's median time is mapped back to the ONNX
+--warmup + --runs times with onnxruntime's profiler on, alternating with a plain session; every kernel's time
+in a typical run (the mean over the runs between the quartiles), plus the model's own share per kernel of the
+plain run that falls between kernels, is mapped back to the ONNX
 nodes it computes (fused kernels as a unit), and per-op-class models (fixed overhead per kernel, FLOPs, bytes
 moved, 1x1 vs k x k convolution, depthwise vs dense) are fitted to them. Built-in calibration graphs add the
 standalone memory-bound ops (elementwise, layout, reductions, norms, pooling, resize) and MatMuls that a CNN
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                          " default (default: they sleep; no pool spins once a run returns, so a busy or shared machine"
                          " and the interleaved measurements stay fair)")
     pr.add_argument("--warmup", type=int, default=5, help="unmeasured runs per model first (default: %(default)s)")
-    pr.add_argument("--runs", type=int, default=30, help="measured runs per model; per-kernel medians (default: %(default)s)")
+    pr.add_argument("--runs", type=int, default=30, help="measured runs per model; kernels are averaged over the runs between the quartiles (default: %(default)s)")
     pr.add_argument("--no-calibration", dest="calibration", action="store_false",
                     help="measure only the given models; op classes they lack fall back to the analytical model"
                          " (default: also measure the built-in calibration graphs: standalone elementwise, layout,"
