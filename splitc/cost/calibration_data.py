@@ -35,7 +35,7 @@ def input_specs(model: ir.Model) -> list[dict]:
 
 
 def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str | None, norm: str, codec: str | None,
-            count: int = 48) -> CheckSet | None:
+            count: int = 48, boundary: str = "int8") -> CheckSet | None:
     """Annotate ``model`` with its input codecs (``ann.INPUT_CODECS``) and, given data, measured wire sizes
     (``ann.WIRE_SIZES``); return the held-out check set (None without data or with too little of it)."""
     from splitc.cost.calibrate import held_out, image_frames, load_samples
@@ -55,7 +55,7 @@ def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str 
     if calibrate is None:
         return None
     fit = load_samples(calibrate, inputs, norm, min(count, wire_sizes.FRAMES * 4))
-    model.graph.meta[ann.WIRE_SIZES] = wire_sizes.measure(model, fit)
+    model.graph.meta[ann.WIRE_SIZES] = wire_sizes.measure(model, fit, boundary=boundary)
     if images:
         if len(inputs) != 1:
             return None

@@ -28,8 +28,8 @@ CHUNK_BYTES = 256 << 20  # tensors fetched per model run, at most (bounds memory
 class WireSize:
     """Mean payload bytes of one tensor per frame, by boundary codec name."""
 
-    int8: int | None  # "int8-dynamic+zstd" (float tensors only)
-    raw: int  # "raw+zstd": the tensor as it is
+    int8: int | None  # "int8-dynamic+zstd" (float tensors of an int8 plan only)
+    raw: int | None  # "raw+zstd": the tensor as it is (results, and every tensor of other plans)
     frames: int
 
     def payload(self, codec: str) -> int | None:
@@ -52,8 +52,9 @@ def crossing_candidates(model: ir.Model) -> list[ir.Value]:
             if v.name and v.shape is not None and v.shape.is_static() and v.dtype is not None]
 
 
-def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES) -> dict[str, WireSize]:
-    """Tensor name -> its measured payloads on the first ``frames`` samples."""
+def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES, boundary: str = "int8") -> dict[str, WireSize]:
+    """Tensor name -> its measured payloads on the first ``frames`` samples: with ``boundary`` int8, float tensors as
+    int8 (results as they are, since they come back losslessly); otherwise every tensor as it is."""
     from splitc.runtimes.ort import session
 
     values = crossing_candidates(model)
@@ -61,6 +62,7 @@ def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES) -> dict[
         return {}
     feeds = samples[:frames]
     inputs = {v.name for v in graph_inputs(model.graph)}
+    results = {v.name for v in model.graph.outputs}
     proto = ir.to_proto(model)
     have = {o.name for o in proto.graph.output}
     for v in values:
@@ -73,19 +75,24 @@ def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES) -> dict[
         names = [v.name for v in chunk]
         for f in feeds:
             for name, x in zip(names, sess.run(names, f)):
-                sizes[name].append(_payloads(name, x))
+                sizes[name].append(_payloads(name, x, boundary == "int8", name in results))
     for name in inputs & set(sizes):
         for f in feeds:
-            sizes[name].append(_payloads(name, f[name]))
-    return {n: WireSize(None if s[0][0] is None else int(round(np.mean([a for a, _ in s]))), int(round(np.mean([b for _, b in s]))),
-                        len(s)) for n, s in sizes.items() if s}
+            sizes[name].append(_payloads(name, f[name], boundary == "int8", name in results))
+    return {n: WireSize(_mean([a for a, _ in s]), _mean([b for _, b in s]), len(s)) for n, s in sizes.items() if s}
 
 
-def _payloads(name: str, x: np.ndarray) -> tuple[int | None, int]:
+def _mean(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else int(round(float(np.mean(values))))
+
+
+def _payloads(name: str, x: np.ndarray, int8: bool, result: bool) -> tuple[int | None, int | None]:
+    """(int8 payload, as-is payload) of one frame; each None where the plan cannot send the tensor that way."""
     x = np.asarray(x)
     fp = "0" * 16
-    raw = len(encode({name: x}, plan=fp))
-    if x.dtype not in (np.float32, np.float16, np.float64):
+    quantizable = int8 and x.dtype in (np.float32, np.float16, np.float64)
+    raw = len(encode({name: x}, plan=fp)) if result or not quantizable else None
+    if not quantizable:
         return None, raw
     q, s, z = dynamic_int8(x)
     return len(encode({f"{name}__q": q, f"{name}__scale": s, f"{name}__zero_point": z}, plan=fp)), raw
