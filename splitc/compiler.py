@@ -151,13 +151,9 @@ def compile_model(
     annotate(model, cfg.targets)
     if options.input_norm:  # one normalization for the input codec, the calibration images and the runtime
         options = replace(options, calibrate_norm=options.input_norm)
-    check = prepare_data(model, cfg.targets, options.calibrate, options.calibrate_norm, options.input_codec,
-                         options.calibrate_samples, options.boundary)  # input codecs, wire sizes, the check set
-    if options.input_norm:  # one normalization for the input codec, the calibration images and the runtime
-        options = replace(options, calibrate_norm=options.input_norm)
     input_codec = options.input_codec or ("raw" if options.boundary == "fp32" else None)  # fp32: lossless end to end
     check = prepare_data(model, cfg.targets, options.calibrate, options.calibrate_norm, input_codec,
-                         options.calibrate_samples)  # input codecs, measured wire sizes, the held-out check set
+                         options.calibrate_samples, options.boundary)  # input codecs, wire sizes, the check set
     cal = calibrate(model, cfg, options, step) if cfg.codec.calibrated else None
     if cal is not None:
         if options.sweep_bps is not None:  # every swept plan may send any tensor: check them all up front
