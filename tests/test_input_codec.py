@@ -270,3 +270,22 @@ def test_fp32_boundary_stays_lossless_and_the_cli_takes_the_codec(tmp_path):
     plan = json.loads((tmp_path / "o" / "plan.json").read_text())
     assert plan["input_codec"][0]["name"] == "png" and plan["input_codec"][0]["norm"]["name"] == "unit"
     assert main(["compile", str(model), "-o", str(tmp_path / "o2"), "--input-norm", "mean=1", "-q"]) == 2
+
+
+@pytest.mark.parametrize("nhwc,channels,codec", [(True, 3, "jpeg:95"), (False, 1, "png"), (True, 1, "webp:90")])
+def test_run_image_sends_the_frame_for_every_layout(tmp_path, nhwc, channels, codec):
+    photos = _photos(tmp_path, n=2, size=64)
+    model = _classifier(tmp_path / "m.onnx", channels=channels, hw=32, nhwc=nhwc)
+    compile_model(model, tmp_path / "out", CompileOptions(input_codec=codec, input_norm="unit"), policy=_cloud_only)
+    sm = SplitModel(tmp_path / "out")
+    res = sm.run_image(photos / "p0.png")
+    x = res.inputs["x"]
+    assert x.shape == ((1, 32, 32, channels) if nhwc else (1, channels, 32, 32)) and 0 <= x.min() and x.max() <= 1
+    from splitc.runtimes.ort import session
+
+    ref = session(model).run(None, {"x": x})[0]
+    if codec == "png":  # lossless: the server rebuilds exactly the tensor the device made
+        np.testing.assert_allclose(res.outputs["y"], ref, rtol=1e-5, atol=1e-5)
+    else:
+        assert np.corrcoef(res.outputs["y"].ravel(), ref.ravel())[0, 1] > 0.95
+    assert 0 < res.bytes_up < 32 * 32 * channels + 200  # the compressed frame, not 4-byte floats
