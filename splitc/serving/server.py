@@ -69,8 +69,8 @@ def _quiet_client_errors(record: logging.LogRecord) -> bool:
 class Guard:
     """ASGI middleware in front of KServe's app: token, size limit, and only the endpoints a device needs."""
 
-    def __init__(self, app, token: bytes | None, limits: dict[str, int]):
-        self.app, self.token, self.limits = app, token, limits
+    def __init__(self, app, token: bytes | None, limits: dict[str, int], models: dict | None = None):
+        self.app, self.token, self.limits, self.models = app, token, limits, models or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -102,6 +102,10 @@ class Guard:
             if size > limit:
                 return await _reply(send, 413, f"request body over this model's limit of {limit} bytes")
         whole = b"".join(body)
+        if m and m.group(2) == "/infer" and m.group(1) in self.models and b"inference-header-content-length" in headers:
+            answered = await self._binary(self.models[m.group(1)], whole, headers, send)
+            if answered:
+                return
         if m and m.group(2) == "/infer" and b"inference-header-content-length" not in headers:
             # a plain JSON request: tritonclient sends it without a Content-Type, which KServe then reads as bytes
             # and rejects for lacking this header; per OIP, a header length of the whole body means "all JSON"
@@ -116,6 +120,29 @@ class Guard:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+    async def _binary(self, model, body: bytes, headers: dict, send) -> bool:
+        """A binary-data-extension request to one of splitc's models (splitc/serving/fastpath.py); False: not one."""
+        from kserve.errors import InvalidInput
+
+        from splitc.serving import fastpath
+
+        try:
+            request = fastpath.parse(model.name, body, headers[b"inference-header-content-length"])
+            if request is None:
+                return False
+            answer, extra = await fastpath.infer(model, request, {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})
+        except InvalidInput as e:
+            await _reply(send, 400, str(e))
+            return True
+        except Exception as e:  # noqa: BLE001 - a bug: 500, logged, the server goes on
+            logging.getLogger("splitc.serving").exception("inference failed")
+            await _reply(send, 500, f"internal error: {type(e).__name__}")
+            return True
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": answer})
+        return True
 
 
 async def _reply(send, status: int, reason: str, extra=()) -> None:
@@ -143,7 +170,7 @@ def serve(out: Path, host: str = "127.0.0.1", port: int = 8000, grpc_port: int |
     logging.getLogger("kserve").addFilter(_quiet_client_errors)
     for model in models:
         server.register_model(model)
-    app.add_middleware(Guard, token=token, limits={m.name: m.max_request_bytes for m in models})
+    app.add_middleware(Guard, token=token, limits={m.name: m.max_request_bytes for m in models}, models={m.name: m for m in models})
     rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port,
                       grace_period=int(grace_s), ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     rest.config.host = host  # KServe hard-codes 0.0.0.0
