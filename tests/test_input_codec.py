@@ -289,3 +289,18 @@ def test_run_image_sends_the_frame_for_every_layout(tmp_path, nhwc, channels, co
     else:
         assert np.corrcoef(res.outputs["y"].ravel(), ref.ravel())[0, 1] > 0.95
     assert 0 < res.bytes_up < 32 * 32 * channels + 200  # the compressed frame, not 4-byte floats
+
+
+def test_a_tampered_input_codec_entry_is_one_line_naming_it():
+    from splitc.runtimes.image import input_records
+
+    plan = {"model": {"inputs": [{"name": "x", "dtype": "float", "shape": [1, 3, 8, 8]}]}}
+    good = {"tensor": "x", "codec": "jpeg", "quality": 90, "layout": "NCHW", "height": 8, "width": 8, "channels": 3,
+            "norm": {"name": "unit", "mean": [0.0], "std": [1.0], "scale": 255.0}}
+    assert input_records({**plan, "input_codec": [good]})["x"].codec.quality == 90
+    for bad, why in (([1], "not an object"), ([{**good, "tensor": "y"}], "image input"), ([{**good, "height": 9}], "image input"),
+                     ([{**good, "quality": 1000}], "--input-codec"), ([{**good, "norm": {**good["norm"], "std": [0.0]}}], "std"),
+                     ([{k: v for k, v in good.items() if k != "norm"}], "missing field 'norm'"), ("x", "not a list")):
+        with pytest.raises(SplitcError, match=why) as e:
+            input_records({**plan, "input_codec": bad})
+        assert str(e.value).startswith("plan.json: input_codec") and "\n" not in str(e.value)

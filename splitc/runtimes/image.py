@@ -362,6 +362,8 @@ def input_records(plan: dict) -> dict[str, InputRecord]:
     for k, r in enumerate(entries):
         where = f"plan.json: input_codec[{k}]"
         try:
+            if not isinstance(r, dict):
+                raise ValueError("is not an object")
             name, kind = r["tensor"], r["codec"]
             spec = image_spec(inputs.get(name) or {})
             if spec is None or (r["layout"], r["height"], r["width"], r["channels"]) != (spec.layout, spec.height, spec.width, spec.channels):
@@ -370,7 +372,9 @@ def input_records(plan: dict) -> dict[str, InputRecord]:
             norm = Norm.from_record(r["norm"])
         except SplitcError as e:
             raise SplitcError(f"{where}: {e}") from None
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise SplitcError(f"{where}: missing field {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
             raise SplitcError(f"{where}: {e}") from None
         out[name] = InputRecord(spec, codec, norm)
     return out
