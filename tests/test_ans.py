@@ -83,6 +83,9 @@ def test_without_constriction_the_sender_falls_back_to_zstd_and_says_so(monkeypa
     ({"alphabet": 16, "axis": 1, "tables": [[10, [1] * 7]]}, "does not fit"),
     ({"alphabet": 16, "axis": 1, "tables": [[0, [-1]]]}, "does not fit"),
     ({"alphabet": 16, "axis": 1, "tables": [[0, [1.5]]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [[0, [2 ** 70]]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [[0, [[1], [2]]]]}, "does not fit"),
+    ({"alphabet": 16, "axis": 1, "tables": [[0, []]]}, "does not fit"),
     ({"alphabet": 16, "axis": 1, "tables": [["0", [1]]]}, "first symbol"),
     ("tables", "object"),
 ])
@@ -126,3 +129,30 @@ def test_compiled_plan_carries_the_tables_and_the_runtime_codes_with_them(tmp_pa
     ans_bytes, ans_predicted = sent["int8-channel-step0.5+ans"]
     assert ans_bytes < 0.8 * sent["int8-channel-step0.5+zstd"][0]
     assert abs(ans_predicted - ans_bytes) <= 0.15 * ans_bytes  # the plan prices what the runtime sends
+
+
+@needs_ans
+def test_calibration_prices_ans_payloads_at_what_the_coder_writes():
+    from splitc.cost.calibrate import payload, payload_bytes
+
+    rng = np.random.default_rng(5)
+    x = [(rng.standard_normal((1, 5, 12, 12)) * np.arange(1, 6).reshape(1, 5, 1, 1)).astype(np.float32) for _ in range(8)]
+    for spec in ("int8-step0.5+ans", "int4-channel-step0.25+ans"):
+        tc = C.fit(C.parse_codec(spec), x[:6])
+        for a in x[6:]:
+            q = C.quantize(a, tc)
+            real = len(payload(q, tc))
+            assert abs(payload_bytes(q, tc) - real) <= 8 + real // 1000  # a word or two: fixed-point probabilities
+
+
+@needs_ans
+def test_ans_size_from_a_spread_subset_is_within_2_percent():
+    from splitc.cost.calibrate import payload, payload_bytes, spread_subset
+
+    rng = np.random.default_rng(6)
+    x = [(rng.standard_normal((1, 4, 128, 128)) * np.arange(1, 5).reshape(1, 4, 1, 1)).astype(np.float32) for _ in range(3)]
+    tc = C.fit(C.parse_codec("int8-step0.25+ans"), x[:2])
+    sub = spread_subset(x[2], budget=4096)
+    assert sub.size <= 2 * 4096 and sub.shape[:2] == (1, 4)
+    real = len(payload(C.quantize(x[2], tc), tc))
+    assert abs(payload_bytes(C.quantize(sub, tc), tc, shape=x[2].shape) - real) <= 0.02 * real

@@ -26,9 +26,9 @@ from splitc.errors import SplitcError, SplitcWarning
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 from splitc.frontend.passes.replicable import is_replicable
-from splitc.runtimes.ans import AnsModel
+from splitc.runtimes.ans import AnsModel, available as ans_available
 from splitc.runtimes.image import IMAGE_EXT, fit_frame, image_spec, parse_norm
-from splitc.runtimes.wire import encode
+from splitc.runtimes.wire import encode, payload_size
 
 
 NORMS = ("imagenet", "unit", "raw", "raw-bgr", "mean=..,std=..")
@@ -216,6 +216,24 @@ def payload(q: np.ndarray, tc: C.TensorCodec, models: dict | None = None) -> byt
     return encode({"q": q}, bits={"q": tc.bits} if tc.bits != 8 else None, entropy=tc.spec.entropy, models=models)
 
 
+def payload_bytes(q: np.ndarray, tc: C.TensorCodec, models: dict | None = None, shape=None) -> int:
+    """``len(payload(q, tc))``; for ans codecs computed from the symbols' code length under the tables, which is
+    what the coder writes to a word or two (tests/test_ans.py), without coding them. ``shape``: the tensor's, when
+    ``q`` holds the symbols of an evenly spaced subset of its positions (N, C, k): the code length is scaled up."""
+    if tc.ans is not None and ans_available():
+        model = (models or {}).get("q") or AnsModel(tc.ans)
+        shape = q.shape if shape is None else tuple(shape)
+        bits = model.bits(q) * int(np.prod(shape)) / max(1, q.size)
+        return payload_size("q", "uint8", shape, "ans", 4 * (int(np.ceil(bits / 32)) + 1), tc.bits)
+    return len(payload(q, tc, models))
+
+
+def spread_subset(x: np.ndarray, budget: int = 1 << 18) -> np.ndarray:
+    """(N, C, k): every s-th position of each channel (axis 1), at most about ``budget`` values in all."""
+    flat = x.reshape(x.shape[0], x.shape[1], -1) if x.ndim >= 2 else x.reshape(1, 1, -1)
+    return flat[:, :, ::max(1, -(-x.size // budget))]
+
+
 def measured_bytes(q_frames: list[np.ndarray], tc: C.TensorCodec) -> int:
     """Mean payload bytes per frame of the runtime codec (bit-packing + entropy coding), header included."""
     models = {"q": AnsModel(tc.ans)} if tc.ans is not None else None
@@ -305,9 +323,13 @@ class Calibration:
             got = dict(zip(measured + self.out_names, self._capture.run(measured + self.out_names, feeds)))
             self.reference.append([got[o] for o in self.out_names])
             for n in measured:
+                sub = spread_subset(got[n])  # ans sizes from the code length of a subset: no need to code it all
                 for tc in self.fitted[n]:
-                    q = C.quantize(got[n], tc)
-                    sizes.setdefault(id(tc), []).append(len(payload(q, tc, models.get(id(tc)))))
+                    if tc.ans is not None and ans_available() and tc.basis is None:
+                        size = payload_bytes(C.quantize(sub, tc), tc, models.get(id(tc)), shape=got[n].shape)
+                    else:
+                        size = payload_bytes(C.quantize(got[n], tc), tc, models.get(id(tc)))
+                    sizes.setdefault(id(tc), []).append(size)
                 del got[n]
         for tcs in self.fitted.values():
             for tc in tcs:

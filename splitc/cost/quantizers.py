@@ -34,14 +34,15 @@ AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8
 _PCA = re.compile(r"^pca(?P<k>[0-9]+|0?\.[0-9]+)\+(?P<rest>int.*)$")
 _SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax|step(?:[0-9]*\.)?[0-9]+))?"
                    r"(?:\+(?P<entropy>zstd|lz4|ans))?$")
-ANS_STEPS = (1.0, 0.5, 0.25, 0.125)  # auto's +ans candidates: uniform steps of this fraction of each channel's std
+ANS_STEPS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)  # auto's +ans candidates: uniform steps of f x the tensor's std
 
 
 def auto_candidates() -> tuple[str, ...]:
-    """``auto``'s candidates: the zstd ones, and with the ans coder installed entropy-coded uniform steps."""
+    """``auto``'s candidates: with the ans coder installed, entropy-coded uniform steps (a ladder of rates; they
+    dominate the clipped 2/4-bit zstd codecs) and int8-static as the fallback; without it the zstd ones."""
     from splitc.runtimes import ans
 
-    return AUTO_CANDIDATES + (tuple(f"int8-channel-step{f:g}+ans" for f in ANS_STEPS) if ans.available() else ())
+    return tuple(f"int8-step{f:g}+ans" for f in ANS_STEPS) + ("int8-static",) if ans.available() else AUTO_CANDIDATES
 
 
 @dataclass(frozen=True)

@@ -169,8 +169,19 @@ def encode(tensors: dict[str, np.ndarray], level: int = 3, *, bits: dict[str, in
             e["delta"] = True
         entries.append(e)
         blobs.append(blob)
-    header = json.dumps({"plan": plan, "frame": frame, "key": key, "tensors": entries}, separators=(",", ":")).encode()
-    return assemble(header, blobs)
+    return assemble(_header(entries, plan, frame, key), blobs)
+
+
+def _header(entries: list[dict], plan: str | None = None, frame: int = 0, key: bool = True) -> bytes:
+    return json.dumps({"plan": plan, "frame": frame, "key": key, "tensors": entries}, separators=(",", ":")).encode()
+
+
+def payload_size(name: str, dtype: str, shape, codec: str, stored: int, bits: int = 8, plan: str | None = None) -> int:
+    """Bytes of the payload ``encode`` writes for one tensor whose coded block is ``stored`` bytes long."""
+    e = {"name": name, "dtype": dtype, "shape": [int(d) for d in shape], "codec": codec, "stored": stored}
+    if bits != 8:
+        e["bits"] = bits
+    return len(assemble(_header([e], plan))) + stored
 
 
 def assemble(header: bytes, blobs: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
