@@ -213,53 +213,75 @@ def measure_model(
     progress: Callable[[int, int], None] | None = None,
 ) -> ModelProfile:
     """Profile ``path`` in onnxruntime with ``settings``; group kernels with the original nodes they compute."""
+    return measure_models([(path, input_shapes, settings)], progress=progress)[0]
+
+
+def measure_models(
+    items: list[tuple[str | Path, dict[str, tuple[int, ...]] | None, Settings]],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ModelProfile]:
+    """Profile each (model, input shapes, settings), all at once: every round runs each model's profiled session
+    and then its plain one, model after model, so that the load of a shared machine falls on all of them alike
+    (measured one after the other, models saw different loads and the fit could not reconcile them).
+    A model with fewer warm-up + measured runs stops early. ``progress(done, total)`` counts runs of all."""
     from splitc.compiler import import_model
     from splitc.pipeline import run_passes
     from splitc.cost.passes.flops import FlopsPass
     from splitc.cost.passes.tensor_bytes import TensorBytesPass
 
-    model = import_model(path, input_shapes)
-    run_passes([TensorBytesPass(Path(path).name), FlopsPass(warn_unknown=False)], model)
-    proto = ir.to_proto(model)
-    _constant_initializers(proto)
-    feeds = synthetic_inputs(_specs(model))
     tick = progress or (lambda _done, _total: None)
-    total = settings.warmup + settings.runs
+    prepared = []
+    for path, input_shapes, _ in items:
+        model = import_model(path, input_shapes)
+        run_passes([TensorBytesPass(Path(path).name), FlopsPass(warn_unknown=False)], model)
+        proto = ir.to_proto(model)
+        _constant_initializers(proto)
+        prepared.append((model, proto, synthetic_inputs(_specs(model))))
+    totals = [st.warmup + st.runs for _, _, st in items]
     with tempfile.TemporaryDirectory(prefix="splitc-profile-") as tmp:
-        src = os.path.join(tmp, "model.onnx")
-        opt = os.path.join(tmp, "optimized.onnx")
-        onnx.save_model(proto, src, save_as_external_data=proto.ByteSize() > 1_800_000_000)
-        sess = make_session(src, settings, profile_prefix=os.path.join(tmp, "trace"), optimized_path=opt)
-        plain = make_session(src, settings)
-        wall = []
-        # interleaved, so that both sessions see the same load on a shared machine
-        for i in range(total):
-            sess.run(None, feeds)
-            t = time.perf_counter()
-            plain.run(None, feeds)
-            if i >= settings.warmup:
-                wall.append(time.perf_counter() - t)
-            tick(i + 1, total)
-        trace_path = sess.end_profiling()
-        with open(trace_path) as f:
-            trace = json.load(f)
-        optimized = onnx.load(opt, load_external_data=False)
-        del sess, plain
-    typical = typical_kernel_seconds(_kernel_durations(trace, settings.warmup))
-    static = {n.name for n in model.graph if is_replicable(n)}
-    groups, kernel_ops, unmapped, notes = map_kernels(proto.graph, optimized.graph, typical, static)
-    features = {}
-    op_types = {}
-    for node in model.graph:
-        op_types[node.name] = node.op_type
-        f = node_features(node)
-        if f is not None:
-            features[node.name] = f
-    return ModelProfile(
-        model=str(path), settings=settings, wall_s=statistics.median(wall), wall_runs=wall,
-        kernel_s=sum(typical.values()), groups=groups, features=features, op_types=op_types,
-        kernel_ops=kernel_ops, unmapped_s=unmapped, notes=notes,
-    )
+        sessions, walls = [], [[] for _ in items]
+        for i, ((_, _, st), (_, proto, _)) in enumerate(zip(items, prepared)):
+            src, opt = os.path.join(tmp, f"model{i}.onnx"), os.path.join(tmp, f"optimized{i}.onnx")
+            onnx.save_model(proto, src, save_as_external_data=proto.ByteSize() > 1_800_000_000)
+            sessions.append((make_session(src, st, profile_prefix=os.path.join(tmp, f"trace{i}"), optimized_path=opt),
+                             make_session(src, st), opt))
+        done = 0
+        for r in range(max(totals)):
+            for i, ((prof, plain, _), (_, _, feeds), st) in enumerate(zip(sessions, prepared, (x[2] for x in items))):
+                if r >= totals[i]:
+                    continue
+                prof.run(None, feeds)
+                t = time.perf_counter()
+                plain.run(None, feeds)
+                if r >= st.warmup:
+                    walls[i].append(time.perf_counter() - t)
+                done += 1
+                tick(done, sum(totals))
+        traces, optimized = [], []
+        for prof, _, opt in sessions:
+            with open(prof.end_profiling()) as f:
+                traces.append(json.load(f))
+            optimized.append(onnx.load(opt, load_external_data=False))
+        del sessions
+    out = []
+    for (path, _, st), (model, proto, _), trace, opt_model, wall in zip(items, prepared, traces, optimized, walls):
+        typical = typical_kernel_seconds(_kernel_durations(trace, st.warmup))
+        static = {n.name for n in model.graph if is_replicable(n)}
+        groups, kernel_ops, unmapped, notes = map_kernels(proto.graph, opt_model.graph, typical, static)
+        features = {}
+        op_types = {}
+        for node in model.graph:
+            op_types[node.name] = node.op_type
+            f = node_features(node)
+            if f is not None:
+                features[node.name] = f
+        out.append(ModelProfile(
+            model=str(path), settings=st, wall_s=statistics.median(wall), wall_runs=wall,
+            kernel_s=sum(typical.values()), groups=groups, features=features, op_types=op_types,
+            kernel_ops=kernel_ops, unmapped_s=unmapped, notes=notes,
+        ))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- mapping
@@ -684,17 +706,19 @@ class ProfileRun:
 
 def measure_calibration(settings: Settings, progress: Callable[[int, int], None] | None = None) -> list[ModelProfile]:
     """Measure :func:`calibration_models` (at most 15 runs each: they are small and steady)."""
-    cal_settings = replace(settings, warmup=min(settings.warmup, 3), runs=min(settings.runs, 15))
-    models = calibration_models()
-    out = []
     with tempfile.TemporaryDirectory(prefix="splitc-calibration-") as tmp:
-        for i, (name, proto) in enumerate(models):
-            path = os.path.join(tmp, f"{name}.onnx")
-            onnx.save_model(proto, path)
-            out.append(measure_model(path, None, cal_settings))
-            if progress:
-                progress(i + 1, len(models))
-    return out
+        return measure_models(_calibration_items(settings, tmp), progress=progress)
+
+
+def _calibration_items(settings: Settings, folder: str) -> list[tuple[str, None, Settings]]:
+    """:func:`calibration_models` saved in ``folder``, each with at most 3 warm-up and 15 measured runs."""
+    cal_settings = replace(settings, warmup=min(settings.warmup, 3), runs=min(settings.runs, 15))
+    items = []
+    for name, proto in calibration_models():
+        path = os.path.join(folder, f"{name}.onnx")
+        onnx.save_model(proto, path)
+        items.append((path, None, cal_settings))
+    return items
 
 
 def assign_input_shapes(shapes: dict[str, tuple[int, ...]], inputs: dict[str, set[str]]) -> dict[str, dict]:
@@ -761,10 +785,12 @@ def profile_device(
         raise SplitcError("splitc profile: give at least one model to measure")
     tick = progress or (lambda _what, _done, _total: None)
     labels = _labels([str(p) for p, _ in models])
-    measured = []
-    for (path, shapes), label in zip(models, labels):
-        measured.append(measure_model(path, shapes, settings, progress=lambda d, t, label=label: tick(label, d, t)))
-    cal = measure_calibration(settings, lambda d, t: tick("calibration", d, t)) if calibration else []
+    user_runs = len(models) * (settings.warmup + settings.runs)
+    with tempfile.TemporaryDirectory(prefix="splitc-calibration-") as tmp:
+        items = [(path, shapes, settings) for path, shapes in models] + (_calibration_items(settings, tmp) if calibration else [])
+        # all at once, interleaved: the load of a shared machine falls on every model and calibration graph alike
+        profiles = measure_models(items, progress=lambda d, t: tick("all models, interleaved", round(d * user_runs / t), user_runs))
+    measured, cal = profiles[: len(models)], profiles[len(models):]
     tick("calibration", 0, 0)
     # each model's own gap per kernel, so that its groups add up to its plain run (measure_profiler_bias
     # estimates the same on a chain of tiny kernels, but not the load a shared machine adds between kernels)
