@@ -479,3 +479,36 @@ def test_write_deploy_gives_a_kserve_inferenceservice_and_a_containerfile(plan_d
     again = subprocess.run([sys.executable, "-m", "splitc", "serve", str(plan_dir), "--write-deploy", str(dest)],
                            capture_output=True, text=True, env=ENV, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr and again.stderr.count("\n") == 1
+
+
+def test_emulated_link_limits_rate_and_adds_rtt(plan_dir):
+    """As root (CI): the server in a network namespace behind tc tbf; otherwise the proxy shapes. Either way every
+    frame pays at least the RTT plus its bytes at the link rate, and not wildly more."""
+    from splitc.serving.linkemu import Link
+
+    up, down, rtt = 2e6, 6e6, 0.04
+    with Link(up, down, rtt) as link:
+        srv_port = free_port()
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([*link.exec_prefix, sys.executable, "-m", "splitc", "serve", str(plan_dir), "--host", link.host,
+                                 "--port", str(srv_port), "--grpc-port", "0"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+        try:
+            proxy = link.proxy(srv_port)
+            local = SplitModel(plan_dir)
+            remote = RemoteSplitModel(plan_dir, f"http://127.0.0.1:{proxy.port}", timeout=10, local=local, backoff=(0.2, 0.5))
+            feeds = synthetic_inputs(local.inputs, 0)
+            deadline = time.monotonic() + 60
+            while remote.stats.remote == 0 and time.monotonic() < deadline:  # the server starting up: frames go local
+                remote.run(feeds)
+                time.sleep(0.2)
+            assert remote.stats.remote, remote.stats.lines()
+            nets = []
+            for _ in range(4):
+                r = remote.run(feeds)
+                assert "round_trip" in r.seconds
+                floor = rtt + 8 * r.bytes_up / up + 8 * r.bytes_down / down
+                nets.append((r.seconds["round_trip"] - r.seconds["server"]) / floor)
+            assert 0.9 <= float(np.median(nets)) <= 2.0, (nets, link.shaped)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=40)

@@ -33,7 +33,9 @@ def can_shape() -> bool:
 
 
 def _tbf(dev: str, bps: float, netns: str | None = None) -> list[str]:
-    burst = max(4000, int(bps / 8 * 0.002))  # 2 ms worth, at least a few packets
+    # the bucket's depth is sent at line rate after a pause: keep it to about one packet (and >= rate / HZ, HZ <= 1000,
+    # or tbf cannot reach the rate), so a payload of a few KB pays its bytes / rate as on the real link
+    burst = max(1600, int(bps / 8 / 250 * 1.1))
     cmd = ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{int(bps)}bit", "burst", str(burst), "latency", "2s"]
     return (["ip", "netns", "exec", netns] if netns else []) + cmd
 
