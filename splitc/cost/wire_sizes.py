@@ -54,10 +54,13 @@ def crossing_candidates(model: ir.Model) -> list[ir.Value]:
 
 def measure(model: ir.Model, samples: list[dict], frames: int = FRAMES, boundary: str = "int8") -> dict[str, WireSize]:
     """Tensor name -> its measured payloads on the first ``frames`` samples: with ``boundary`` int8, float tensors as
-    int8 (results as they are, since they come back losslessly); otherwise every tensor as it is."""
+    int8 (results as they are, since they come back losslessly); fp32: every tensor as it is; a calibrated codec
+    (which measures its own payloads, splitc.cost.calibrate): the results only."""
     from splitc.runtimes.ort import session
 
     values = crossing_candidates(model)
+    if boundary not in ("int8", "fp32"):  # calibrated codecs measure their own payloads: only the results here
+        values = [v for v in values if v.name in {o.name for o in model.graph.outputs}]
     if not values or not samples:
         return {}
     feeds = samples[:frames]
