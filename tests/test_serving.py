@@ -236,8 +236,9 @@ def test_bounded_fuzz_never_crashes_or_leaks(server, plan_dir):
     rng = np.random.default_rng(0)
     codes = []
     rss0 = None
+    wire = seg.wire_specs(seg.up)[0]
     for i in range(120):
-        kind = i % 4
+        kind = i % 5
         if kind == 0:  # byte edits in the payload
             b = bytearray(blob)
             for j in rng.integers(0, len(b), size=int(rng.integers(1, 8))):
@@ -247,11 +248,15 @@ def test_bounded_fuzz_never_crashes_or_leaks(server, plan_dir):
             body, headers = binary_request({name: blob[: int(rng.integers(0, len(blob)))]}, outs)
         elif kind == 2:  # a wrong Inference-Header-Content-Length
             body, headers = good_body, {**good_headers, "Inference-Header-Content-Length": str(int(rng.integers(0, len(good_body) + 50)))}
-        else:  # byte edits anywhere in the request, JSON header included
+        elif kind == 3:  # byte edits anywhere in the request, JSON header included
             b = bytearray(good_body)
             for j in rng.integers(0, len(b), size=4):
                 b[j] = int(rng.integers(0, 256))
             body, headers = bytes(b), good_headers
+        else:  # plain JSON tensors of the wrong shape: KServe's own decoder, then the model's checks
+            shape = [int(rng.integers(1, 4))]
+            body = json.dumps({"inputs": [{"name": wire["name"], "shape": shape, "datatype": "FP32", "data": [0.5] * shape[0]}]}).encode()
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
         code, text = post(infer, body, headers)
         codes.append(code)
         assert code < 500, f"request {i} (kind {kind}) got {code}: {text[:300]!r}"
