@@ -1,7 +1,8 @@
 """Server overhead per request on loopback, and predicted vs measured latency through an emulated link.
 
     .venv/bin/python benchmarks/serve_latency.py overhead OUT/ [--frames 60]
-    .venv/bin/python benchmarks/serve_latency.py link OUT/ --link 4g [--frames 30]      # as root: netns + veth + tc tbf
+    .venv/bin/python benchmarks/serve_latency.py link OUT/ [--frames 30]      # as root: netns + veth + tc tbf
+    .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to 400000  # a --sweep-bandwidth plan; the uplink drops
 
 overhead: the same frames, alternately in process (SplitModel.run) and through `splitc serve` on 127.0.0.1
 (RemoteSplitModel.run); the overhead is the median of the per-frame differences (goal <= 2 ms). The server's
@@ -128,16 +129,60 @@ def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("overhead", "link"))
+    ap.add_argument("mode", choices=("overhead", "link", "drop"))
+    ap.add_argument("--to", type=float, default=0.4e6, help="drop: the uplink after the drop, bit/s (default: %(default)s)")
     ap.add_argument("dirs", nargs="+", type=Path)
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--port", type=int, default=18765)
     ap.add_argument("--no-shape", action="store_true", help="rate in the proxy even as root")
     args = ap.parse_args()
     for d in args.dirs:
-        res = overhead(d, args.frames, args.port) if args.mode == "overhead" else through_link(d, args.frames, args.port,
-                                                                                               False if args.no_shape else None)
+        shape = False if args.no_shape else None
+        if args.mode == "overhead":
+            res = overhead(d, args.frames, args.port)
+        elif args.mode == "link":
+            res = through_link(d, args.frames, args.port, shape)
+        else:
+            res = bandwidth_drop(d, args.frames, args.port, args.to, shape)
         print(json.dumps(res), flush=True)
+
+
+
+def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None) -> dict:
+    """A --sweep-bandwidth plan streamed over its compile link; the uplink drops to ``to_bps`` (downlink in the
+    sweep's proportion) mid-stream: how long until the client runs the plan the sweep chose for the new rate."""
+    from splitc.runtimes.adaptive import AdaptiveRemote
+
+    plan = json.loads((out / "plan.json").read_text())
+    ln, sweep = plan["links"][0], plan["sweep"]
+    want = next(iv["plan"] for iv in sweep["intervals"] if to_bps <= iv["max_up_bps"])
+    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
+        proc, _ = start_server(out, link.host, port, link.exec_prefix)
+        try:
+            proxy = link.proxy(port)
+            client = AdaptiveRemote(out, f"http://127.0.0.1:{proxy.port}", timeout=60, probe_s=1.0)
+            feeds = synthetic_inputs(client.models[0].local.inputs, 0)
+            before = [client.run(feeds) for _ in range(frames)]
+            start_plan = client.intervals[client.current]["plan"]
+            link.set_rate(to_bps, to_bps * sweep.get("down_up_ratio", 1.0))
+            t0, n = time.monotonic(), 0
+            while client.intervals[client.current]["plan"] != want and n < 60:
+                client.run(feeds)
+                n += 1
+            switched = client.intervals[client.current]["plan"] == want
+            after = []
+            for _ in range(frames):  # on the new plan: its frames, timed
+                t = time.perf_counter()
+                client.run(feeds)
+                after.append(time.perf_counter() - t)
+            client.close()
+        finally:
+            stop(proc)
+    sw = client.switches[-1] if client.switches else None
+    return {"plan": str(out), "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "start_plan": start_plan,
+            "sweep_choice": want, "switched": switched, "frames_to_switch": n,
+            "switch_after_ms": (sw["t"] - t0) * 1e3 if sw and switched else None, "estimated_mbps": sw["estimated_up_mbps"] if sw else None,
+            "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3, "switches": client.lines()}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ the RTT from its own requests and runs each frame on the plan the sweep chose fo
 
 Per answered frame: network time = round trip - the server's own decode+compute+encode; the bits it moved, counted
 as uplink bits (the downlink is ``down_up_ratio`` times faster in the sweep, so a downlink byte weighs 1/ratio);
-goodput = bits / (network time - RTT), smoothed in log space (drops weigh 0.8, rises ``alpha``). Frames of one plan all have about the same size, so
+goodput = bits / (network time - RTT), smoothed in log space (a drop below half the estimate is taken as it is, smaller drops weigh 0.8, rises ``alpha``). Frames of one plan all have about the same size, so
 RTT and rate cannot be told apart from them: the RTT comes from a health request (no payload) every ``ping_s``,
 the smallest of the recent ones (queues only add). The plan switches when the estimate leaves the current
 plan's interval by more than ``hysteresis``. While on a plan that runs wholly on the device nothing is measured, so
@@ -37,7 +37,9 @@ class BandwidthEstimator:
         bits = 8.0 * (bytes_up + bytes_down / self.ratio)
         sample = bits / max(network_s - self.rtt, 0.1 * network_s, 1e-5)
         # a drop is believed at once (a filling queue is real and hurts every frame), a rise more slowly
-        a = max(self.alpha, 0.8) if self.up_bps is not None and sample < self.up_bps else self.alpha
+        a = self.alpha
+        if self.up_bps is not None and sample < self.up_bps:
+            a = 1.0 if sample < 0.5 * self.up_bps else max(self.alpha, 0.8)  # halved or worse: the link changed
         self.up_bps = sample if self.up_bps is None else math.exp(a * math.log(sample) + (1 - a) * math.log(self.up_bps))
         return self.up_bps
 

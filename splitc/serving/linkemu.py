@@ -75,6 +75,17 @@ class Link:
             subprocess.run(["ip", "link", "del", self._veth], capture_output=True)
             subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
 
+    def set_rate(self, up_bps: float, down_bps: float, rtt_s: float | None = None) -> None:
+        """Change the link mid-run (a bandwidth drop): tbf replaced in place, or the proxies' rates."""
+        self.up_bps, self.down_bps = float(up_bps), float(down_bps)
+        if self.shaped:
+            for cmd in (_tbf(self._veth, self.up_bps), _tbf(f"{self._veth[:-1]}s", self.down_bps, self.netns)):
+                subprocess.run(cmd, check=True, capture_output=True)
+        for p in self._proxies:
+            p.rates = (None, None) if self.shaped else (self.up_bps, self.down_bps)
+            if rtt_s is not None:
+                p.delay_s = rtt_s / 2
+
     def proxy(self, port: int) -> "DelayProxy":
         """A proxy on 127.0.0.1 to (host, port): delay rtt/2 each way; the rate too when the kernel does not shape."""
         rates = (None, None) if self.shaped else (self.up_bps, self.down_bps)
@@ -108,10 +119,10 @@ class DelayProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_w, self.rates[0]), self._pipe(up_r, writer, self.rates[1]),
+        await asyncio.gather(self._pipe(reader, up_w, 0), self._pipe(up_r, writer, 1),
                              return_exceptions=True)
 
-    async def _pipe(self, reader, writer, bps: float | None) -> None:
+    async def _pipe(self, reader, writer, direction: int) -> None:
         queue: asyncio.Queue = asyncio.Queue()
 
         async def send():
@@ -120,6 +131,7 @@ class DelayProxy:
                 due, data = await queue.get()
                 if data is None:
                     break
+                bps = self.rates[direction]  # read per chunk: set_rate applies to open connections
                 if bps:
                     free_at = max(free_at, due) + len(data) * 8 / bps
                     due = free_at
@@ -133,7 +145,7 @@ class DelayProxy:
         task = asyncio.ensure_future(send())
         try:
             while data := await reader.read(65536):
-                queue.put_nowait((time.monotonic() + self.delay_s, data))
+                queue.put_nowait((time.monotonic() + self.delay_s, data))  # delay_s read per chunk too
         except (ConnectionError, OSError):
             pass
         queue.put_nowait((0.0, None))
