@@ -75,12 +75,12 @@ def progress(enabled: bool, steps: list[str]):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    if not console.is_terminal:  # a log, not a bar: one line per step, sub-steps at most every 2 s
+    if not console.is_terminal:  # a log, not a bar: once the work has taken 2 s, one line per step, sub-steps at most every 2 s
         t0, last = time.perf_counter(), {"t": -1e9, "name": ""}
 
         def log(name: str) -> None:
             now = time.perf_counter()
-            if name in steps or now - last["t"] >= 2.0:
+            if now - t0 >= 2.0 and (name in steps or now - last["t"] >= 2.0):
                 print(f"splitc: {now - t0:7.1f}s {name}", file=sys.stderr, flush=True)
                 last["t"] = now
 
