@@ -34,9 +34,9 @@ MAX_TENSOR_BYTES = 1 << 40  # 1 TiB: no device holds more; larger dims are a bro
 def _check_sizes(graph: ir.Graph, model_name: str) -> None:
     """Refuse dims that are negative or whose product (in Python ints: it cannot overflow) is beyond any memory."""
     for v in list(graph_inputs(graph)) + [v for node in graph for v in node.outputs]:
-        dims = static_dims(v)
-        if dims is None:
+        if v.shape is None:
             continue
+        dims = [d for d in v.shape.dims if isinstance(d, int)]  # symbolic dims are not counted (nor known)
         itemsize = v.dtype.itemsize if v.dtype is not None else 1
         if any(d < 0 for d in dims) or math.prod(dims) * itemsize > MAX_TENSOR_BYTES:
             shape = "x".join(map(str, dims))
