@@ -61,7 +61,7 @@ def schedule(cg: CostGraph, placement) -> Schedule:
             batch: list[int] = []
             taken: set[int] = set()
             for v in range(n):  # indices are topological: one pass closes the batch
-                if v not in done and placement[v] == t and preds[v] <= (done | taken):
+                if v not in done and placement[v] == t and all(p in done or p in taken for p in preds[v]):
                     batch.append(v)
                     taken.add(v)
             if batch or not stages:  # stage 0 is the device's, even when it runs nothing
