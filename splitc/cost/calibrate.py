@@ -148,10 +148,20 @@ def candidates(model: ir.Model) -> list[ir.Value]:
     return out
 
 
-def _session(proto: onnx.ModelProto):
+def _session(proto: onnx.ModelProto, lean: bool = False):
+    """``lean``: no memory arena or reuse pattern (a capture session returns every candidate tensor: an arena sized
+    for that stays allocated for the whole calibration)."""
     from splitc.runtimes.ort import session
 
-    return session(proto.SerializeToString(), "all")
+    if not lean:
+        return session(proto.SerializeToString(), "all")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _with_outputs(model: ir.Model, names: list[str]) -> onnx.ModelProto:
@@ -287,7 +297,7 @@ class Calibration:
         self.codecs: dict[str, C.TensorCodec] = {}
         if not self.names:
             return
-        self._capture = _session(_with_outputs(model, self.names))
+        self._capture = _session(_with_outputs(model, self.names), lean=True)
         self._fit(seed)
         self._measure(measure_frames)
         self._capture = None

@@ -75,11 +75,15 @@ class AnsModel:
                     0 <= first and first + arr.size <= alphabet and arr.min() >= 0 and arr.max() <= MAX_COUNT):
                 raise AnsError(f"ans table [{first}, {len(counts)} counts] does not fit an alphabet of {alphabet} with counts in 0..2^40")
             full[r, first:first + arr.size] = arr
-        total = np.maximum(full.sum(axis=1, keepdims=True), 1.0)
-        p = full + FLOOR * total
-        self.probabilities = list(p / p.sum(axis=1, keepdims=True))
-        self._logp = -np.log2(p / p.sum(axis=1, keepdims=True))
+        self._full = full.astype(np.float32)  # counts up to 2^40: float32 keeps them to 1e-7 relative, enough for sizes
+        self.rows = len(tables)
         self._models = None
+
+    def probabilities(self, dtype=np.float64) -> np.ndarray:
+        """(tables, alphabet): the counts plus the floor, normalized (recomputed: a plan holds thousands of tables)."""
+        full = self._full.astype(dtype)
+        p = full + dtype(FLOOR) * np.maximum(full.sum(axis=1, keepdims=True), 1.0)
+        return p / p.sum(axis=1, keepdims=True)
 
     @property
     def models(self):
@@ -87,7 +91,7 @@ class AnsModel:
             if _constriction is None:
                 raise AnsError("the ans coder needs the constriction package: pip install 'splitc[ans]'")
             cat = _constriction.stream.model.Categorical
-            self._models = [cat(p, perfect=False) for p in self.probabilities]
+            self._models = [cat(p, perfect=False) for p in self.probabilities()]
         return self._models
 
     def _rows(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -95,8 +99,8 @@ class AnsModel:
         n = int(np.prod(shape))
         if self.axis is None:
             return 1, 1, n
-        if len(shape) < 2 or shape[1] != len(self.probabilities):
-            raise AnsError(f"ans tables are per channel ({len(self.probabilities)}), the tensor has shape {list(shape)}")
+        if len(shape) < 2 or shape[1] != self.rows:
+            raise AnsError(f"ans tables are per channel ({self.rows}), the tensor has shape {list(shape)}")
         inner = int(np.prod(shape[2:]))
         return shape[0], shape[1], inner
 
@@ -136,7 +140,7 @@ class AnsModel:
         outer, rows, inner = self._rows(np.shape(q))
         idx = np.asarray(q).reshape(outer, rows, inner).astype(np.intp) + (np.arange(rows) * self.alphabet)[None, :, None]
         counts = np.bincount(np.minimum(idx, rows * self.alphabet - 1).ravel(), minlength=rows * self.alphabet)
-        return float(counts @ self._logp.ravel())
+        return float(counts @ -np.log2(self.probabilities(np.float32)).ravel())
 
     def coded_bytes(self, q: np.ndarray) -> int:
         """What ``encode(q)`` writes, from the cross-entropy (the coder is within 0.1% of it, tests/test_ans.py):
