@@ -237,3 +237,14 @@ def test_dollar_signs_in_model_input_and_profile_names_compile_with_a_report(tmp
     assert main(["compile", str(model), "--target", f"{tmp_path / 'dollar.toml'},cloud", "-o", str(tmp_path / "o")]) == 0, \
         capsys.readouterr().err
     assert (tmp_path / "o" / "report_layers.png").stat().st_size > 0 and (tmp_path / "o" / "report_graph.png").is_file()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["nul", "folder", "fifo", "empty"])
+def test_external_data_that_is_no_regular_file_is_one_line(tmp_path, kind):
+    location = {"nul": "w\x00.bin", "folder": ".", "fifo": "pipe", "empty": ""}[kind]
+    model = _external_model(tmp_path / "m", location=location)
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "m" / "pipe")  # opening it for reading would wait for a writer forever
+    with pytest.raises(SplitcError, match=r"tensor 'w': its external data (has no usable file name|'.*' is not a regular file)"):
+        load_proto(model)

@@ -94,19 +94,22 @@ def load_external_data(proto: onnx.ModelProto, path: Path) -> None:
             raise SplitcError(f"{where}: its external data offset/length are not integers") from None
         if offset < 0 or (length is not None and length < 0):
             raise SplitcError(f"{where}: its external data offset/length must not be negative")
+        if not location or "\0" in location:
+            raise SplitcError(f"{where}: its external data has no usable file name ({location!r})")
         file = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not file.is_relative_to(folder):
+        if Path(location).is_absolute() or not file.is_relative_to(folder):
             raise SplitcError(f"{where}: its external data '{location}' is outside the model's folder {folder}"
                               " (absolute, '..' or a symlink leading out); keep the data files beside the model")
         try:
-            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
         except OSError as e:
             raise SplitcError(f"{where}: its external weight data '{location}' could not be read ({e.strerror});"
                               " keep the data files beside the model") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise SplitcError(f"{where}: its external data '{location}' is not a regular file")
         with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise SplitcError(f"{where}: its external data '{location}' is not a regular file")
             if st.st_nlink != 1:
                 raise SplitcError(f"{where}: its external data '{location}' is a hard link ({st.st_nlink} names);"
                                   " copy the data into a file of its own")
