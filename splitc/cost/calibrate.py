@@ -351,7 +351,8 @@ class Calibration:
         """Check the accuracy of the current codec of each tensor of ``names`` not yet verified (auto: walk its
         candidates from the smallest until one meets the budget; none does: it crosses as fp32). True if any was."""
         todo = [n for n in dict.fromkeys(names) if n in self.fitted and n not in self.verified]
-        if not todo or (self.spec.kind == "static" and not self.budget):
+        learn = self.spec.learned is not None
+        if not todo or (self.spec.kind == "static" and not self.budget and not learn):
             self.verified.update(todo)
             return False
         for chunk in self._chunks(todo):
@@ -363,9 +364,24 @@ class Calibration:
             del sess
             for n in chunk:
                 self.progress(f"calibrate: check {len(self.verified) + 1} ({n})")
-                self._choose(n, clean.pop(n))
+                values = clean.pop(n)
+                if learn and self.ranks[n] == 4:
+                    self._train(n, values)
+                if self.budget or self.spec.kind == "auto":
+                    self._choose(n, values)
                 self.verified.add(n)
         return True
+
+    def _train(self, name: str, clean: list[np.ndarray]) -> None:
+        """learned<k>: train the bottleneck of ``name`` on its whole activations over the fitting samples (a tensor
+        the plan sends: training every candidate would take minutes each) and price it; the compiler re-solves."""
+        sess = _session(_with_outputs(self.model, [name]))
+        acts = [sess.run([name], feeds)[0] for feeds in self.fit_set]
+        self.progress(f"calibrate: train the bottleneck of {name}")
+        tc = C.fit(self.spec, acts, rank=4)
+        tc.measured_bytes = measured_bytes([C.quantize(x, tc) for x in clean[:4]], tc)
+        self.fitted[name] = [tc]
+        self.codecs[name] = tc
 
     def _chunks(self, names: list[str], limit: int = 256 << 20) -> list[list[str]]:
         """Groups of tensors whose clean values on the evaluation set fit in ``limit`` bytes."""

@@ -32,6 +32,7 @@ from splitc.errors import SplitcError
 CLIPS = ("mse", "pct", "minmax")
 AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8-static")
 _PCA = re.compile(r"^pca(?P<k>[0-9]+|0?\.[0-9]+)\+(?P<rest>int.*)$")
+_LEARNED = re.compile(r"^learned(?P<k>[0-9]+)\+(?P<rest>int.*)$")
 _SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax|step(?:[0-9]*\.)?[0-9]+))?"
                    r"(?:\+(?P<entropy>zstd|lz4|ans))?$")
 ANS_STEPS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)  # auto's +ans candidates: uniform steps of f x the tensor's std
@@ -56,6 +57,7 @@ class CodecSpec:
     clip: str = "mse"
     entropy: str = "zstd"
     pca: float | int | None = None  # keep this many components (int) or this fraction of the channels (float < 1)
+    learned: int | None = None  # learned<k>: a trained k-channel bottleneck (splitc/cost/bottleneck.py)
 
     @property
     def calibrated(self) -> bool:
@@ -70,6 +72,13 @@ def parse_codec(spec: str) -> CodecSpec:
         return CodecSpec(s, "dynamic", 8)
     if s == "auto":
         return CodecSpec(s, "auto")
+    lm = _LEARNED.match(s)
+    if lm is not None:
+        inner = parse_codec(lm["rest"])
+        if inner.kind != "static" or inner.pca is not None or int(lm["k"]) < 1:
+            raise SplitcError(f"--boundary '{spec}': learned<k> (k >= 1 channels) needs a static codec after '+',"
+                              " e.g. learned8+int8-step0.5+ans")
+        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, learned=int(lm["k"]))
     pm = _PCA.match(s)
     if pm is not None:
         inner = parse_codec(pm["rest"])
@@ -102,6 +111,9 @@ class TensorCodec:
     mean: np.ndarray | None = None  # PCA: (C,) float32 channel mean
     explained: float | None = None  # PCA: fraction of the calibration variance the k components keep
     ans: dict | None = None  # +ans: the symbol tables (splitc.runtimes.ans), part of the plan
+    encoder: list | None = None  # learned<k>: splitc.cost.bottleneck.Layer list ending the sending part
+    decoder: list | None = None  # ... and the one starting the receiving part
+    reconstruction_error: float | None = None  # learned<k>: relative MSE on the training activations
 
     @property
     def bits(self) -> int:
@@ -110,8 +122,8 @@ class TensorCodec:
     @property
     def name(self) -> str:
         base = self.spec.name
-        if self.spec.pca is not None and self.basis is None:  # fell back: not a 4-D tensor
-            base = base.split("+", 1)[1]
+        if (self.spec.pca is not None and self.basis is None) or (self.spec.learned is not None and self.encoder is None):
+            base = base.split("+", 1)[1]  # fell back: not a 4-D tensor (or not trained)
         return base if base.endswith(("+zstd", "+lz4", "+ans")) else f"{base}+{self.spec.entropy}"
 
     def plan_entry(self) -> dict:
@@ -123,10 +135,15 @@ class TensorCodec:
                           "explained_variance": round(float(self.explained), 6)}
         if self.ans is not None:
             out["ans"] = self.ans
+        if self.encoder is not None:  # the layers live in the ONNX parts only
+            out["learned"] = {"k": int(self.encoder[-1].weight.shape[0]), "channels": int(self.encoder[0].weight.shape[1]),
+                              "reconstruction_error": round(float(self.reconstruction_error), 6)}
         return out
 
     def wire_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of the symbols that cross for a tensor of ``shape`` (PCA: k channels on axis 1)."""
+        if shape is not None and len(shape) == 4 and self.encoder is not None:
+            return (shape[0], int(self.encoder[-1].weight.shape[0]), *shape[2:])
         if self.basis is None or shape is None or len(shape) != 4:
             return shape if shape is None else tuple(shape)
         return (shape[0], int(self.basis.shape[0]), *shape[2:])
@@ -224,6 +241,13 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     rank = samples[0].ndim if rank is None else rank
     raw = samples
     basis = mean = explained = None
+    learned = None
+    if spec.learned is not None and rank == 4 and samples[0].ndim == 4:  # whole activations (not subsamples)
+        from splitc.cost import bottleneck
+
+        step = float(spec.clip[4:]) if spec.clip.startswith("step") else 0.5
+        learned = bottleneck.fit_learned(samples, spec.learned, step=step)
+        samples = [bottleneck.run_layers(s, learned[0]) for s in samples]
     if spec.pca is not None and rank == 4 and samples[0].ndim >= 2 and samples[0].shape[1] > 1:
         basis, mean, explained = fit_pca(samples, pca_k(spec, samples[0].shape[1]))
         samples = [project(s, basis, mean) for s in samples]
@@ -237,10 +261,13 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     if not per_channel:
         scale, zp = scale.reshape(()), zp.reshape(())
     tc = TensorCodec(spec, scale, zp, 1 if per_channel else None, basis=basis, mean=mean, explained=explained)
+    if learned is not None:
+        tc.encoder, tc.decoder, tc.reconstruction_error = learned
     if spec.entropy == "ans":
         from splitc.runtimes import ans
 
-        q = np.concatenate([quantize(s, tc).reshape(s.shape[0], s.shape[1] if s.ndim >= 2 else 1, -1) for s in raw], axis=2)
+        qs = [quantize(s, tc) for s in raw]  # PCA / learned: k channels
+        q = np.concatenate([a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1) for a in qs], axis=2)
         tc.ans = ans.fit_tables(q, 1 << spec.bits, per_channel=rank >= 2 and q.shape[1] > 1)
     return tc
 
@@ -260,6 +287,10 @@ def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
     """The graph's arithmetic in numpy: uint8 symbols in [0, 2^bits)."""
     if tc.basis is not None:
         x = project(x, tc.basis, tc.mean)
+    if tc.encoder is not None:
+        from splitc.cost.bottleneck import run_layers
+
+        x = run_layers(x, tc.encoder)
     shape = tc.broadcast_shape(x.ndim)
     scale = tc.scale.reshape(shape)
     zp = tc.zero_point.reshape(shape).astype(np.float32)
@@ -269,6 +300,10 @@ def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
 def dequantize(q: np.ndarray, tc: TensorCodec) -> np.ndarray:
     shape = tc.broadcast_shape(q.ndim)
     y = ((q.astype(np.float32) - tc.zero_point.reshape(shape).astype(np.float32)) * tc.scale.reshape(shape)).astype(np.float32)
+    if tc.decoder is not None:
+        from splitc.cost.bottleneck import run_layers
+
+        return run_layers(y, tc.decoder)
     return unproject(y, tc.basis, tc.mean) if tc.basis is not None else y
 
 

@@ -115,6 +115,19 @@ def _bcast_const(nodes: list[ir.Node], array: np.ndarray, name: str, rank: int, 
     return _const(nodes, np.asarray(array, dtype).reshape(shape), name)
 
 
+def _layers(nodes: list[ir.Node], op, src: ir.Value, layers, prefix: str) -> ir.Value:
+    """splitc.cost.bottleneck.Layer list -> Conv ('same' padding, stride 1) and Relu nodes."""
+    for i, layer in enumerate(layers):
+        if layer.op == "Relu":
+            src = op("Relu", [src], f"{prefix.rsplit('__', 1)[1]}{i}_relu")
+            continue
+        w = _const(nodes, np.asarray(layer.weight, np.float32), f"{prefix}{i}_w")
+        b = _const(nodes, np.asarray(layer.bias, np.float32), f"{prefix}{i}_b")
+        src = op("Conv", [src, w, b], f"{prefix.rsplit('__', 1)[1]}{i}_conv", kernel_shape=list(layer.weight.shape[2:]),
+                 pads=[layer.pad] * 4)
+    return src
+
+
 def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], ir.Value]:
     """Nodes computing uint8 symbols in [0, 2^bits) from ``x`` with the calibrated constants of ``tc``
     (splitc.cost.quantizers.TensorCodec): QuantizeLinear where the opset has it (per-channel ``axis`` from 13), after a
@@ -131,6 +144,8 @@ def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], i
         w = _const(nodes, basis[:, :, None, None], f"{x.name}__pca_w")
         b = _const(nodes, (-(basis.astype(np.float64) @ tc.mean.astype(np.float64))).astype(np.float32), f"{x.name}__pca_b")
         src = op("Conv", [src, w, b], "pca_project", kernel_shape=[1, 1])
+    if getattr(tc, "encoder", None) is not None:  # learned bottleneck: the trained encoder's Conv nodes
+        src = _layers(nodes, op, src, tc.encoder, f"{x.name}__enc")
     per_channel = tc.axis is not None
     if opset >= 13 or (opset >= 10 and not per_channel):
         if tc.bits < 8:  # QuantizeLinear saturates at 0 and 255: clip the top to the b-bit range first
@@ -155,6 +170,8 @@ def static_quantize_nodes(x: ir.Value, tc, opset: int) -> tuple[list[ir.Node], i
     wire_shape = x.shape
     if getattr(tc, "basis", None) is not None and x.shape is not None:
         wire_shape = ir.Shape([x.shape[0], int(tc.basis.shape[0]), *list(x.shape)[2:]])
+    if getattr(tc, "encoder", None) is not None and x.shape is not None:
+        wire_shape = ir.Shape([x.shape[0], int(tc.encoder[-1].weight.shape[0]), *list(x.shape)[2:]])
     q.dtype, q.shape = ir.DataType.UINT8, wire_shape
     return nodes, q
 
@@ -183,6 +200,10 @@ def static_dequantize_nodes(q: ir.Value, tc, dtype: ir.DataType, name: str, opse
         y = op("Conv", [y, w, b], "pca_unproject", kernel_shape=[1, 1])
         if q.shape is not None:
             shape = ir.Shape([q.shape[0], int(basis.shape[1]), *list(q.shape)[2:]])
+    if getattr(tc, "decoder", None) is not None:  # learned bottleneck: the trained decoder's Conv/Relu nodes
+        y = _layers(nodes, op, y, tc.decoder, f"{name}__dec")
+        if q.shape is not None:
+            shape = ir.Shape([q.shape[0], int(tc.decoder[-1].weight.shape[0]), *list(q.shape)[2:]])
     if dtype != ir.DataType.FLOAT:
         y = op("Cast", [y], "from_float", to=dtype)
     y.dtype, y.shape = dtype, shape

@@ -1,0 +1,115 @@
+"""A learned bottleneck for a crossing 4-D (NCHW) tensor: ``learned<k>+<static codec>``.
+
+An encoder (one 3x3 Conv from C to k channels) ends the sending part and a decoder (3x3 Conv from k to C channels,
+Relu, 1x1 Conv back to C) starts the receiving part; the k-channel code is what the static codec after ``+``
+quantizes and entropy-codes. It is trained on cached activations of the tensor (the calibration images through
+the head: the model is only an ONNX file, and onnxruntime cannot differentiate the tail) by feature
+reconstruction: mean squared error per channel, normalized by the channel's variance, with uniform noise of the
+quantizer's step added to the code (the usual differentiable stand-in for rounding), so the decoder learns to
+undo the codec's error. The trained layers become ONNX Conv/Relu nodes of the two parts
+(splitc/codegen/passes/boundary.py); the numpy reference below computes the same arithmetic for calibration.
+
+Training needs PyTorch (``pip install 'splitc[train]'``); the parts it emits run anywhere ONNX runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitc.errors import SplitcError
+
+PATCH = 32
+
+
+@dataclass
+class Layer:
+    op: str  # "Conv" | "Relu"
+    weight: np.ndarray | None = None  # Conv: (out, in, kh, kw) float32
+    bias: np.ndarray | None = None  # Conv: (out,) float32
+
+    @property
+    def pad(self) -> int:
+        return 0 if self.weight is None else self.weight.shape[2] // 2
+
+
+def available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_layers(x: np.ndarray, layers: list[Layer]) -> np.ndarray:
+    """The layers in numpy (NCHW, stride 1, 'same' padding): what the ONNX nodes compute."""
+    y = np.asarray(x, np.float32)
+    for layer in layers:
+        if layer.op == "Relu":
+            y = np.maximum(y, 0)
+            continue
+        w, p = layer.weight, layer.pad
+        yp = np.pad(y, ((0, 0), (0, 0), (p, p), (p, p)))
+        win = np.lib.stride_tricks.sliding_window_view(yp, w.shape[2:], axis=(2, 3))  # N, C, H, W, kh, kw
+        y = (np.einsum("nchwij,ocij->nohw", win, w, optimize=True) + layer.bias.reshape(1, -1, 1, 1)).astype(np.float32)
+    return y
+
+
+def fit_learned(samples: list[np.ndarray], k: int, step: float = 0.5, iters: int = 800, seed: int = 0,
+                lr: float = 3e-3) -> tuple[list[Layer], list[Layer], float]:
+    """Train encoder and decoder on ``samples`` (per-frame NCHW activations of one tensor): (encoder, decoder,
+    relative reconstruction error on the training data, quantization noise included). ``step``: the quantizer's
+    step as a fraction of the code's standard deviation (noise of that width is added while training)."""
+    if not available():
+        raise SplitcError("learned bottlenecks need PyTorch: pip install 'splitc[train]'")
+    import torch
+
+    x = np.concatenate([np.asarray(s, np.float32) for s in samples])
+    if x.ndim != 4:
+        raise SplitcError(f"a learned bottleneck needs a 4-D NCHW tensor, not shape {list(x.shape[1:])}")
+    c = x.shape[1]
+    k = int(min(max(1, k), c))
+    torch.manual_seed(seed)
+    mean = x.mean(axis=(0, 2, 3))
+    std = x.std(axis=(0, 2, 3)) + 1e-6
+    xt = torch.from_numpy((x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1))
+    hidden = max(c, 2 * k)
+    enc = torch.nn.Conv2d(c, k, 3, padding=1)
+    dec1, dec2 = torch.nn.Conv2d(k, hidden, 3, padding=1), torch.nn.Conv2d(hidden, c, 1)
+    params = [*enc.parameters(), *dec1.parameters(), *dec2.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+    gen = torch.Generator().manual_seed(seed)
+    batch = min(len(xt), 16)
+    h, w = xt.shape[2:]
+    for _ in range(iters):  # on patches: the layers are convolutions, a 32x32 window trains them as well as the map
+        idx = torch.randint(0, len(xt), (batch,), generator=gen)
+        i0 = int(torch.randint(0, max(1, h - PATCH + 1), (1,), generator=gen))
+        j0 = int(torch.randint(0, max(1, w - PATCH + 1), (1,), generator=gen))
+        xb = xt[idx][:, :, i0:i0 + PATCH, j0:j0 + PATCH]
+        z = enc(xb)
+        zs = z.detach().std(dim=(0, 2, 3), keepdim=True) + 1e-6
+        z = z + (torch.rand(z.shape, generator=gen) - 0.5) * step * zs
+        loss = torch.mean((dec2(torch.relu(dec1(z))) - xb) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        xs = xt[:8]
+        z = enc(xs)
+        zs = z.std(dim=(0, 2, 3), keepdim=True) + 1e-6
+        err = float(torch.mean((dec2(torch.relu(dec1(z + (torch.rand(z.shape, generator=gen) - 0.5) * step * zs))) - xs) ** 2))
+    as_np = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
+    # fold the input normalization into the encoder and the output one into the decoder
+    we, be = as_np(enc.weight), as_np(enc.bias)
+    we_folded = we / std.reshape(1, -1, 1, 1)
+    be_folded = be - np.einsum("ocij,c->o", we_folded, mean)
+    w2, b2 = as_np(dec2.weight), as_np(dec2.bias)
+    w2_folded = w2 * std.reshape(-1, 1, 1, 1)
+    b2_folded = b2 * std + mean
+    encoder = [Layer("Conv", we_folded.astype(np.float32), be_folded.astype(np.float32))]
+    decoder = [Layer("Conv", as_np(dec1.weight), as_np(dec1.bias)), Layer("Relu"),
+               Layer("Conv", w2_folded.astype(np.float32), b2_folded.astype(np.float32))]
+    return encoder, decoder, err
