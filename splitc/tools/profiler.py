@@ -216,14 +216,18 @@ def measure_model(
     return measure_models([(path, input_shapes, settings)], progress=progress)[0]
 
 
+BLOCK = 6  # consecutive runs of one model within a round of measure_models
+
+
 def measure_models(
     items: list[tuple[str | Path, dict[str, tuple[int, ...]] | None, Settings]],
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ModelProfile]:
-    """Profile each (model, input shapes, settings), all at once: every round runs each model's profiled session
-    and then its plain one, model after model, so that the load of a shared machine falls on all of them alike
-    (measured one after the other, models saw different loads and the fit could not reconcile them).
+    """Profile each (model, input shapes, settings), all at once: every round runs each model BLOCK times (its
+    profiled session, then its plain one), model after model, so that the load of a shared machine falls on all
+    of them alike (measured one after the other, models saw different loads and the fit could not reconcile them)
+    and each run finds its own weights in the caches.
     A model with fewer warm-up + measured runs stops early. ``progress(done, total)`` counts runs of all."""
     from splitc.compiler import import_model
     from splitc.pipeline import run_passes
@@ -247,17 +251,20 @@ def measure_models(
             sessions.append((make_session(src, st, profile_prefix=os.path.join(tmp, f"trace{i}"), optimized_path=opt),
                              make_session(src, st), opt))
         done = 0
-        for r in range(max(totals)):
+        # rounds over all models, BLOCK runs of one model at a time: a shared machine's drift falls on every model
+        # alike (model after model, two models profiled minutes apart saw 1.32x and 0.80x of their later speed),
+        # while each run finds its own weights in the caches (one run of each model in turn came out 7-32% slower
+        # than a plain session on a quiet machine, and every held-out model was overpredicted: median +45%)
+        for start in range(0, max(totals), BLOCK):
             for i, ((prof, plain, _), (_, _, feeds), st) in enumerate(zip(sessions, prepared, (x[2] for x in items))):
-                if r >= totals[i]:
-                    continue
-                prof.run(None, feeds)
-                t = time.perf_counter()
-                plain.run(None, feeds)
-                if r >= st.warmup:
-                    walls[i].append(time.perf_counter() - t)
-                done += 1
-                tick(done, sum(totals))
+                for r in range(start, min(start + BLOCK, totals[i])):
+                    prof.run(None, feeds)
+                    t = time.perf_counter()
+                    plain.run(None, feeds)
+                    if r >= st.warmup:
+                        walls[i].append(time.perf_counter() - t)
+                    done += 1
+                    tick(done, sum(totals))
         traces, optimized = [], []
         for prof, _, opt in sessions:
             with open(prof.end_profiling()) as f:
@@ -792,11 +799,12 @@ def profile_device(
         profiles = measure_models(items, progress=lambda d, t: tick("all models, interleaved", round(d * user_runs / t), user_runs))
     measured, cal = profiles[: len(models)], profiles[len(models):]
     tick("calibration", 0, 0)
-    # each model's own gap per kernel, so that its groups add up to its plain run (measure_profiler_bias
-    # estimates the same on a chain of tiny kernels, but not the load a shared machine adds between kernels)
-    bias = float(statistics.median(p.gap_s for p in measured + cal))
+    # one correction per kernel for the profiler's bookkeeping, measured on a chain of tiny kernels. Each model's own
+    # gap (plain run minus its kernels, ModelProfile.gap_s) also spreads the executor's and the Python call's time
+    # over the kernels: small-kernel models were overpredicted (YOLOX-Nano +52%, UltraFace +40% at 1 thread)
+    bias = measure_profiler_bias(settings)
     enc, dec = measure_codec(settings)
-    rows = [row for p in measured + cal for row in p.rows(p.gap_s)]
+    rows = [row for p in measured + cal for row in p.rows(bias)]
     result = fitting.fit_groups(rows)
     threads = settings.threads or "onnxruntime default"
     table = {
