@@ -257,7 +257,7 @@ def test_fuzz_payloads_only_codec_errors():
         except CodecError:
             counts["rejected"] += 1
     print(f"\nfuzz payloads: {counts}")
-    assert counts["rejected"] + counts["decoded"] == N_PAYLOADS
+    assert counts["rejected"] == N_PAYLOADS  # the wire's crc32 catches every flip, edit, cut and insertion (seeded)
 
 
 @pytest.mark.parametrize("payload", [b"", b"\0" * 3, b"SPLT" + b"[" * 2000, b"{" * 5000])
