@@ -84,3 +84,14 @@ def test_residual_tensor_sent_once(tmp_path):
     tail = result.split.parts[1]
     assert [v.name for v in tail.graph.inputs] == ["a_r"]
     assert sorted(n.name for n in tail.graph if "a_r" in [v.name for v in n.inputs if v is not None]) == ["c1", "skip"]
+
+
+def test_plan_text_is_indented_for_people_and_compact_for_huge_plans():
+    import json
+
+    from splitc.codegen.emit import plan_text
+
+    small = {"schema": "splitc.plan/1", "nodes": [{"name": f"n{i}"} for i in range(3)]}
+    huge = {"schema": "splitc.plan/1", "nodes": [{"name": f"n{i}"} for i in range(2001)]}
+    assert plan_text(small).count("\n") > 3 and json.loads(plan_text(small)) == small
+    assert plan_text(huge).count("\n") == 1 and json.loads(plan_text(huge)) == huge  # the C encoder: one line
