@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes import accuracy as _accuracy
 
 CLIPS = ("mse", "pct", "minmax")
 AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8-static")
@@ -332,18 +333,10 @@ def parse_budget(text: str | None) -> dict[str, float]:
 
 
 def output_metrics(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> dict[str, float]:
-    """Per sample: top-1 agreement of the first output (argmax of its last axis) and cosine over all outputs; means."""
-    top1, cos = [], []
-    for ref, out in zip(reference, got):
-        r0, o0 = ref[0], out[0]
-        if r0.ndim >= 1 and r0.shape[-1] > 1:
-            top1.append(float(np.mean(np.argmax(r0, axis=-1) == np.argmax(o0, axis=-1))))
-        a = np.concatenate([np.asarray(r, np.float64).ravel() for r in ref])
-        b = np.concatenate([np.asarray(o, np.float64).ravel() for o in out])
-        d = np.linalg.norm(a) * np.linalg.norm(b)
-        cos.append(float(a @ b / d) if d > 0 else float(np.array_equal(a, b)))
-    return {"top1": float(np.mean(top1)) if top1 else 1.0, "cosine": float(np.mean(cos))}
+    """The budget's metrics (top-1 agreement, cosine) as :mod:`splitc.runtimes.accuracy` computes them for the held-out
+    check and ``splitc run``, without its max abs error (a codec's error record holds only what a budget names)."""
+    m = _accuracy.output_metrics(reference, got)
+    return {"top1": m["top1"], "cosine": m["cosine"]}
 
 
-def meets(metrics: dict[str, float], budget: dict[str, float]) -> bool:
-    return all(metrics.get(k, 0.0) >= v - 1e-12 for k, v in budget.items())
+meets = _accuracy.meets
