@@ -22,6 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from splitc.cost import quantizers as C
+from splitc.cost.wire_sizes import chunked
 from splitc.errors import SplitcError, SplitcWarning
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
@@ -386,15 +387,7 @@ class Calibration:
     def _chunks(self, names: list[str], limit: int = 256 << 20) -> list[list[str]]:
         """Groups of tensors whose clean values on the evaluation set fit in ``limit`` bytes."""
         shapes = {v.name: v.shape for v in candidates(self.model)}
-        out, cur, size = [], [], 0
-        for n in names:
-            b = int(np.prod(shapes[n])) * 4 * len(self.eval_set)
-            if cur and size + b > limit:
-                out.append(cur)
-                cur, size = [], 0
-            cur.append(n)
-            size += b
-        return out + ([cur] if cur else [])
+        return chunked(names, lambda n: int(np.prod(shapes[n])) * 4 * len(self.eval_set), limit)
 
     def _choose(self, name: str, clean: list[np.ndarray]) -> None:
         probe = _session(_probe_model(self.model, [name]))

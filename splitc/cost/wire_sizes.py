@@ -101,13 +101,19 @@ def _payloads(name: str, x: np.ndarray, int8: bool, result: bool) -> tuple[int |
     return len(encode({f"{name}__q": q, f"{name}__scale": s, f"{name}__zero_point": z}, plan=fp)), raw
 
 
-def _chunks(values: list[ir.Value]) -> list[list[ir.Value]]:
+def chunked(items: list, size_of, limit: int = CHUNK_BYTES) -> list[list]:
+    """``items`` in order, grouped so that each group's ``size_of`` adds up to at most ``limit`` (an item larger
+    than ``limit`` makes a group of its own): the tensors one model run may fetch."""
     out, cur, total = [], [], 0
-    for v in values:
-        n = int(np.prod(v.shape.numpy())) * max(1, v.dtype.itemsize)
-        if cur and total + n > CHUNK_BYTES:
+    for item in items:
+        n = size_of(item)
+        if cur and total + n > limit:
             out.append(cur)
             cur, total = [], 0
-        cur.append(v)
+        cur.append(item)
         total += n
     return out + ([cur] if cur else [])
+
+
+def _chunks(values: list[ir.Value]) -> list[list[ir.Value]]:
+    return chunked(values, lambda v: int(np.prod(v.shape.numpy())) * max(1, v.dtype.itemsize))
