@@ -6,6 +6,7 @@ seeded random initializers so the numeric comparisons are reproducible.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,12 @@ def all_on(tier: int):
     return fixed(lambda cg: [tier] * len(cg.nodes))
 
 
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int | None = None) -> str:
+    """The run failed (with exit ``code`` when given) on exactly one ``splitc: error`` line holding every needle."""
+    assert proc.returncode != 0 if code is None else proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("splitc: error")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

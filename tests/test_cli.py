@@ -15,6 +15,11 @@ from onnx import helper, numpy_helper
 
 from splitc.cli.main import main
 
+try:
+    from fixtures_text import assert_one_line_error
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_text import assert_one_line_error
+
 RUN_ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
@@ -38,16 +43,6 @@ def small_cnn(path: Path, dims=(1, 3, 32, 32)) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "splitc", *args], capture_output=True, text=True, cwd=cwd, env=RUN_ENV, timeout=300)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("splitc: error")]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_help_teaches():

@@ -19,6 +19,11 @@ import pytest
 from splitc.cli.main import main
 from splitc.tools import zoo
 
+try:
+    from fixtures_text import assert_one_line_error
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_text import assert_one_line_error
+
 RUN_ENV = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
@@ -35,13 +40,7 @@ def splitc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def one_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("splitc: error")]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(proc, *needles, code=2)
 
 
 def snapshot(directory: Path) -> dict[str, bytes | str]:
