@@ -121,14 +121,6 @@ class ModelProfile:
     def kernels(self) -> int:
         return sum(len(g.kernels) for g in self.groups)
 
-    @property
-    def gap_s(self) -> float:
-        """Seconds per kernel of the plain run that no profiled kernel holds: the executor between kernels,
-        less the profiler's own bookkeeping inside each, plus, on a busy machine, the preemptions that land
-        between kernels (on 2 cores at load 10, half of MobileNetV2's 1-thread run). Both are middle means of
-        the same interleaved runs, so the groups plus this gap add up to the model's plain run."""
-        return (middle_mean(self.wall_runs) - self.kernel_s) / max(1, self.kernels)
-
     def rows(self, per_kernel_s: float = 0.0) -> list[tuple[float, list[NodeFeatures]]]:
         """(seconds, features of the costed nodes) per group: what the fit is made from.
 
@@ -706,7 +698,7 @@ class ProfileRun:
     toml: str
     models: list[ModelProfile]
     fit: object  # splitc.cost.fit.FitResult
-    bias_s: float  # median over the measured models of the correction added to each profiled kernel (ModelProfile.gap_s)
+    bias_s: float  # the correction added to each profiled kernel (measure_profiler_bias)
     predicted_s: list[float]  # whole-model prediction of the fitted profile, per model
     calibration: list[ModelProfile] = field(default_factory=list)
 
@@ -800,7 +792,7 @@ def profile_device(
     measured, cal = profiles[: len(models)], profiles[len(models):]
     tick("calibration", 0, 0)
     # one correction per kernel for the profiler's bookkeeping, measured on a chain of tiny kernels. Each model's own
-    # gap (plain run minus its kernels, ModelProfile.gap_s) also spreads the executor's and the Python call's time
+    # gap (plain run minus its kernels, spread over them) also spread the executor's and the Python call's time
     # over the kernels: small-kernel models were overpredicted (YOLOX-Nano +52%, UltraFace +40% at 1 thread)
     bias = measure_profiler_bias(settings)
     enc, dec = measure_codec(settings)
