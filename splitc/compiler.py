@@ -21,6 +21,7 @@ from splitc.runtimes.accuracy import DEFAULT_BUDGET
 from splitc.codegen import emit, output
 from splitc.codegen.passes.split import SplitResult
 from splitc.codegen.plan import build_plan, io_spec
+from splitc.cost.bottleneck import boundary_spec
 from splitc.cost.quantizers import parse_budget, parse_codec
 from splitc.cost.targets import DeviceProfile, Link, check_tier_names, load_target, parse_links
 from splitc.errors import SplitcError, SplitcWarning
@@ -41,6 +42,7 @@ class CompileOptions:
     link: str = "4g"  # one link for every adjacent pair, or one per pair: "wifi,4g"
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     boundary: str = "int8"
+    bottleneck: str | None = None  # learned[:C]: a trained C-channel bottleneck, i.e. --boundary learned<C>+<static codec>
     objective: str = "latency"  # latency | energy | throughput
     deadline_s: float | None = None
     max_energy_j: float | None = None
@@ -90,7 +92,7 @@ def resolve_targets(spec: str) -> tuple[DeviceProfile, ...]:
 def resolve(options: CompileOptions) -> Resolved:
     from splitc.codegen import tvm as tvm_codegen  # imports TVM only when --emit asks for it
 
-    codec, budget = parse_codec(options.boundary), parse_budget(options.accuracy_budget)
+    codec, budget = parse_codec(boundary_spec(options.boundary, options.bottleneck)), parse_budget(options.accuracy_budget)
     if options.objective not in OBJECTIVES:
         raise SplitcError(f"--objective '{options.objective}': choose one of {', '.join(OBJECTIVES)}")
     targets = resolve_targets(options.target)
@@ -139,6 +141,7 @@ def compile_model(
     step = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     cfg = resolve(options)
+    options = replace(options, boundary=cfg.codec.name, bottleneck=None)  # --bottleneck: the learned<C>+ codec it names
     model_path = Path(model_path)
     out = Path(output_dir) if output_dir is not None else None
     keep = (model_path,) + ((Path(options.calibrate),) if options.calibrate else ())  # inputs --force must not delete

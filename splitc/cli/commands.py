@@ -51,7 +51,7 @@ def cmd_compile(args) -> int:
     from splitc.cost.targets import parse_quantity, parse_range, parse_seconds
 
     options = CompileOptions(target=args.target, link=args.link, input_shapes=parse_input_shapes(args.input_shape),
-                             boundary=args.boundary, objective=args.objective,
+                             boundary=args.boundary, bottleneck=args.bottleneck, objective=args.objective,
                              deadline_s=parse_quantity(args.deadline, "time", "--deadline"),
                              max_energy_j=parse_quantity(args.max_energy, "energy", "--max-energy"),
                              max_device_memory=parse_quantity(args.max_device_memory, "bytes", "--max-device-memory"),

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="codec for tensors crossing the cut: int8 (per-frame range + zstd), fp32 (lossless), a calibrated"
                         " int<8|4|2>[-channel][-static][-mse|-pct|-minmax][+lz4] (e.g. int4-channel), or auto (per tensor, the"
                         " smallest codec meeting --accuracy-budget) (default: %(default)s)")
+    c.add_argument("--bottleneck", metavar="learned[:C]",
+                   help="a trained bottleneck on every 4-D tensor that crosses: a 3x3 Conv to C channels (default 16) ends the"
+                        " sending part, a decoder starts the receiving one; the code is quantized with --boundary when it is a"
+                        " static codec, else int8-channel-step0.25+ans; trained on the --calibrate data (needs pip install 'splitc[train]')")
     c.add_argument("--calibrate", metavar="DIR|FILE.npz",
                    help="calibration data for calibrated codecs: a directory of images (cropped, flipped, resized to the input"
                         " and normalized per --calibrate-norm) or an .npz with one array per input (samples on axis 0)")

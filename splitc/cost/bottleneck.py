@@ -16,11 +16,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 import numpy as np
 
 from splitc.errors import SplitcError
 
 PATCH = 32
+DEFAULT_CHANNELS = 16  # --bottleneck learned: the code's channels (learned16 is the size measured in the README)
+MAX_CHANNELS = 4096
+DEFAULT_CODE_CODEC = "int8-channel-step0.25+ans"  # the code's static codec when --boundary is not a static one
+FALLBACK_CODE_CODEC = "int8-channel-static"  # ... without constriction (splitc[ans])
+_OPTION = re.compile(r"^learned(?::(?P<c>.*))?$")
+
+
+def boundary_spec(boundary: str, bottleneck: str | None) -> str:
+    """The ``--boundary`` codec that ``--bottleneck learned[:C]`` stands for: ``learned<C>+<static codec>``, the
+    static codec being ``--boundary`` when it is one, else the default code codec (``int8``, the dynamic default,
+    cannot code a trained code: its range is per frame). ``None``/``none``: ``boundary`` unchanged."""
+    text = (bottleneck or "none").strip()
+    if text == "none":
+        return boundary
+    m = _OPTION.match(text)
+    if m is None:
+        raise SplitcError(f"--bottleneck '{bottleneck}': choose none or learned[:C] (C channels cross, e.g. learned:16)")
+    c = m["c"]
+    if c is not None and not (re.fullmatch(r"[0-9]{1,9}", c) and 1 <= int(c) <= MAX_CHANNELS):
+        raise SplitcError(f"--bottleneck '{bottleneck}': C is a whole number of channels from 1 to {MAX_CHANNELS},"
+                          f" e.g. learned:{DEFAULT_CHANNELS}")
+    channels = DEFAULT_CHANNELS if c is None else int(c)
+    b = boundary.strip()
+    if b in ("fp32", "auto") or b.startswith(("learned", "pca")):
+        raise SplitcError(f"--bottleneck learned with --boundary {b}: give the code's static codec instead, e.g."
+                          f" --boundary {DEFAULT_CODE_CODEC} (or leave --boundary out)")
+    if not available():
+        raise SplitcError(f"--bottleneck '{bottleneck}' trains the bottleneck with PyTorch: pip install 'splitc[train]'")
+    if b == "int8":
+        from splitc.runtimes import ans
+
+        b = DEFAULT_CODE_CODEC if ans.available() else FALLBACK_CODE_CODEC
+    return f"learned{channels}+{b}"
 
 
 @dataclass
