@@ -1,0 +1,228 @@
+"""The embedded cluster runtime: worker processes over TCP run hand-made parts of a plan.json "cluster" section
+(tests/cluster_fixture.py); outputs are compared with the original model in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from splitc.errors import SplitcError
+from splitc.runtimes import cluster_worker
+from splitc.runtimes.cluster import ClusterRunner, weighted_round_robin
+from splitc.runtimes.cluster_tcp import TcpEngine
+
+try:
+    import cluster_fixture as cf
+except ImportError:  # pragma: no cover - run from the repository root
+    from tests import cluster_fixture as cf
+
+TOL = 1e-5
+
+
+def _close(got: list[dict], want: list[np.ndarray]) -> float:
+    assert len(got) == len(want)
+    return max(float(np.abs(g["y"] - w).max()) for g, w in zip(got, want))
+
+
+def _only(section: dict, n: int) -> dict:
+    """The section with only its n-device plan."""
+    return {**section, "plans": [p for p in section["plans"] if len(p["devices"]) == n]}
+
+
+class Delayed(TcpEngine):
+    """TcpEngine whose answers from ``slow`` devices arrive ``delay`` s late; records completion order and the most
+    requests outstanding at once."""
+
+    def __init__(self, *a, slow=(), delay=0.0, **kw):
+        super().__init__(*a, **kw)
+        self.slow, self.delay, self.done, self.calls = set(slow), delay, [], []
+        self.outstanding = self.peak = 0
+        self._count = threading.Lock()
+
+    def submit(self, device, file, feeds, tag):
+        inner, outer = super().submit(device, file, feeds, tag), Future()
+        with self._count:
+            self.calls.append((device, tag))
+            self.outstanding += 1
+            self.peak = max(self.peak, self.outstanding)
+
+        def finish(f):
+            with self._count:
+                self.outstanding -= 1
+                self.done.append(tag)
+            outer.set_exception(f.exception()) if f.exception() else outer.set_result(f.result())
+
+        def later(f):
+            threading.Timer(self.delay, finish, [f]).start() if device in self.slow else finish(f)
+
+        inner.add_done_callback(later)
+        return outer
+
+
+def test_weighted_round_robin_interleaves_replicas_by_share():
+    assert weighted_round_robin([2, 1]) == [0, 1, 0]
+    order = weighted_round_robin([3, 1, 2])
+    assert [order.count(i) for i in range(3)] == [3, 1, 2]
+    assert order[:2] != [0, 0]  # interleaved, not a run of replica 0
+
+
+def test_three_device_plan_spatial_single_channel_equals_original(tmp_path):
+    out = cf.write(tmp_path)
+    frames = cf.frames(6)
+    with ClusterRunner(out, spawn=True) as runner:
+        assert runner.state.plan["devices"] == ["pi/0", "pi/1", "pi/2"]
+        first = runner.run(frames[0])
+        streamed = list(runner.stream(frames, max_in_flight=3))
+    want = cf.reference(frames)
+    assert np.abs(first["y"] - want[0]).max() <= TOL
+    assert _close(streamed, want) <= TOL
+
+
+def test_stream_returns_frame_order_when_replicas_finish_out_of_order(tmp_path):
+    out = cf.write(tmp_path, _only(cf.section(), 2))  # data-parallel, shares 2:1 on pi/0, pi/1
+    frames = cf.frames(9, seed=1)
+    engine = Delayed(out, spawn=True, slow={"pi/0"}, delay=0.15)
+    with ClusterRunner(out, engine=engine) as runner:
+        got = list(runner.stream(frames, max_in_flight=4))
+    assert _close(got, cf.reference(frames)) <= TOL
+    assert engine.done != sorted(engine.done), "the slow replica should have finished its frames last"
+    per = {d: sum(1 for dev, _ in engine.calls if dev == d) for d in ("pi/0", "pi/1")}
+    assert per == {"pi/0": 6, "pi/1": 3}
+
+
+def test_stream_keeps_at_most_max_in_flight_frames(tmp_path):
+    out = cf.write(tmp_path, _only(cf.section(), 1))
+    pulled, yielded, ahead = [0], [0], []
+
+    def source():
+        for f in cf.frames(12, seed=2):
+            pulled[0] += 1
+            ahead.append(pulled[0] - yielded[0])
+            yield f
+
+    engine = Delayed(out, spawn=True, slow={"pi/0"}, delay=0.02)
+    with ClusterRunner(out, engine=engine) as runner:
+        for _ in runner.stream(source(), max_in_flight=3):
+            yielded[0] += 1
+        with pytest.raises(SplitcError, match="max_in_flight"):
+            list(runner.stream(cf.frames(1), max_in_flight=0))
+    assert yielded[0] == 12 and max(ahead) == 3  # the iterator is read lazily: 3 frames ahead, never more
+    assert engine.peak == 3
+
+
+def _kill_mid_stream(tmp_path, caplog, how, timeout_s=30.0):
+    out = cf.write(tmp_path)
+    frames = cf.frames(30, seed=3)
+    got = []
+    caplog.set_level(logging.WARNING, logger="splitc.cluster")
+    with ClusterRunner(out, spawn=True, timeout_s=timeout_s) as runner:
+        victim = runner.engine.processes["pi/1"]
+        for i, result in enumerate(runner.stream(frames, max_in_flight=4)):
+            got.append(result)
+            if i == 5:
+                how(victim.pid)
+        switches, binding = runner.switches, runner.state.binding
+        if how is _stop and victim.poll() is None:  # the engine kills a worker it gave up on; if not yet, wake it
+            os.kill(victim.pid, signal.SIGCONT)
+    assert _close(got, cf.reference(frames)) <= TOL  # every frame, in order, right
+    assert len(switches) == 1 and switches[0]["device"] == "pi/1"
+    assert binding == {"pi/0": "pi/0", "pi/1": "pi/2"}  # the 2-device plan, its slot pi/1 rebound to the live pi/2
+    lines = [r.getMessage() for r in caplog.records if r.name == "splitc.cluster"]
+    assert len(lines) == 1 and "pi/1" in lines[0] and "2-device plan" in lines[0] and "\n" not in lines[0]
+    return switches[0]
+
+
+def _stop(pid):
+    os.kill(pid, signal.SIGSTOP)
+
+
+def test_worker_killed_mid_stream_loses_no_frame(tmp_path, caplog):
+    switch = _kill_mid_stream(tmp_path, caplog, lambda pid: os.kill(pid, signal.SIGKILL))
+    assert switch["seconds"] < 5.0
+
+
+def test_worker_that_hangs_is_dropped_after_the_timeout(tmp_path, caplog):
+    switch = _kill_mid_stream(tmp_path, caplog, _stop, timeout_s=1.0)
+    assert "no answer in 1 s" in switch["why"]
+
+
+def _serve(folder):
+    server = cluster_worker.Server(("127.0.0.1", 0), cluster_worker.Parts(folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_worker_loads_only_part_files_inside_its_folder(tmp_path):
+    out = cf.write(tmp_path / "out")
+    (tmp_path / "outside.onnx").write_bytes((out / "parts/whole.onnx").read_bytes())
+    (out / "parts/link.onnx").symlink_to(tmp_path / "outside.onnx")
+    server = _serve(out)
+    try:
+        with socket.create_connection(server.server_address) as sock:
+            def ask(file):
+                cluster_worker.send(sock, {"op": "load", "id": 1, "file": file})
+                return cluster_worker.recv(sock)[0]
+
+            assert ask("parts/whole.onnx")["ok"] is True
+            for bad in ("../outside.onnx", str(tmp_path / "outside.onnx"), "parts/link.onnx"):
+                reply = ask(bad)
+                assert reply["ok"] is False and ("leaves the output folder" in reply["error"] or "relative" in reply["error"]), bad
+            cluster_worker.send(sock, {"op": "run", "id": 2, "file": "../outside.onnx", "tag": 0}, b"")
+            assert "leaves the output folder" in cluster_worker.recv(sock)[0]["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_worker_refuses_a_payload_that_is_not_the_parts_input(tmp_path):
+    from splitc.runtimes.wire import encode
+
+    out = cf.write(tmp_path)
+    server = _serve(out)
+    try:
+        with socket.create_connection(server.server_address) as sock:
+            wrong = encode({"x": np.zeros((1, 3, 9, 8), np.float32)}, entropy="raw")
+            cluster_worker.send(sock, {"op": "run", "id": 5, "file": "parts/whole.onnx", "tag": 1}, wrong)
+            reply = cluster_worker.recv(sock)[0]
+            assert reply == {"id": 5, "ok": False, "error": reply["error"]} and "float32[1, 3, 8, 8]" in reply["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plan_naming_a_part_outside_the_folder_is_refused(tmp_path):
+    section = cf.section()
+    section["plans"][1]["stages"][0]["parts"][1]["file"] = "../whole.onnx"
+    out = cf.write(tmp_path / "out", section)
+    with pytest.raises(SplitcError) as err:
+        ClusterRunner(out, spawn=True)
+    assert str(err.value) == "plan.json: cluster.plans[1].stages[0].parts[1].file '../whole.onnx' leaves the output folder"
+
+
+def test_worker_command_line_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "splitc.runtimes.cluster_worker", "--listen", "127.0.0.1:0", "--dir",
+                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "nope: no such folder" in proc.stderr
+
+
+def test_cluster_runtime_imports_neither_the_compiler_nor_ray(tmp_path):
+    script = textwrap.dedent("""
+        import json, sys
+        import splitc.runtimes.cluster, splitc.runtimes.cluster_worker, splitc.runtimes.cluster_ray
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnx_ir", "pulp", "networkx", "ray"))))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
