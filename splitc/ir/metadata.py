@@ -24,6 +24,7 @@ PARTITION = "splitc.partition"  # on ir.Graph.meta: PartitionResult (PartitionPa
 INPUT_CODECS = "splitc.input_codecs"  # on ir.Graph.meta: input name -> splitc.cost.input_codec.InputCodec (image inputs)
 WIRE_SIZES = "splitc.wire_sizes"  # on ir.Graph.meta: tensor name -> splitc.cost.wire_sizes.WireSize (measured)
 PARTS = "splitc.parts"  # on ir.Graph.meta: SplitResult (SplitPass)
+CLUSTER = "splitc.cluster"  # on ir.Graph.meta: ClusterPlans (splitc.partition.passes.cluster.ClusterPass)
 
 
 @dataclass(frozen=True)
