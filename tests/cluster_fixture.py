@@ -86,7 +86,7 @@ def section() -> dict:
             "parts": [_part("pi/0", "parts/whole.onnx", ["x"], ["y"]), _part("pi/1", "parts/whole.onnx", ["x"], ["y"])], "merge": None}]
     one = [{"strategy": "single", "blocks": [0, 4], "slots": ["pi/0"], "shares": [1], "inputs": ["x"], "outputs": ["y"],
             "parts": [_part("pi/0", "parts/whole.onnx", ["x"], ["y"])], "merge": None}]
-    plan = lambda devices, stages: {"devices": devices, "objective": "latency", "predicted": {"latency_s": 0.01, "fps": 100.0}, "stages": stages}  # noqa: E731
+    plan = lambda devices, stages: {"devices": devices, "objective": "latency", "predicted": {"latency_s": 0.01, "fps": 100.0}, "stages": stages}
     return {"hub": "pi/0", "devices": [{"slot": f"pi/{k}", "group": "pi", "profile": "rpi4", "memory_bytes": 1 << 30} for k in range(3)],
             "plans": [plan(["pi/0", "pi/1", "pi/2"], three), plan(["pi/0", "pi/1"], two), plan(["pi/0"], one)]}
 

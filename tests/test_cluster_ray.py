@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - run from the repository root
     from tests import cluster_fixture as cf
 
 ray = pytest.importorskip("ray")
-from splitc.runtimes.cluster_ray import RayEngine, resource  # noqa: E402
+from splitc.runtimes.cluster_ray import RayEngine, resource
 
 pytestmark = pytest.mark.slow  # Ray starts in ~7 s on 2 cores
 

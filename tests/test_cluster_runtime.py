@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from concurrent.futures import Future
 
 import numpy as np
@@ -133,11 +132,11 @@ def _kill_mid_stream(tmp_path, caplog, how, timeout_s=30.0):
             got.append(result)
             if i == 5:
                 how(victim.pid)
-        switches, binding = runner.switches, runner.state.binding
+        switches, binding, reruns = runner.switches, runner.state.binding, runner.reruns
         if how is _stop and victim.poll() is None:  # the engine kills a worker it gave up on; if not yet, wake it
             os.kill(victim.pid, signal.SIGCONT)
     assert _close(got, cf.reference(frames)) <= TOL  # every frame, in order, right
-    assert len(switches) == 1 and switches[0]["device"] == "pi/1"
+    assert len(switches) == 1 and switches[0]["device"] == "pi/1" and reruns >= 1  # in-flight frames were re-run
     assert binding == {"pi/0": "pi/0", "pi/1": "pi/2"}  # the 2-device plan, its slot pi/1 rebound to the live pi/2
     lines = [r.getMessage() for r in caplog.records if r.name == "splitc.cluster"]
     assert len(lines) == 1 and "pi/1" in lines[0] and "2-device plan" in lines[0] and "\n" not in lines[0]
@@ -162,6 +161,24 @@ def _serve(folder):
     server = cluster_worker.Server(("127.0.0.1", 0), cluster_worker.Parts(folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def test_runner_connects_to_workers_started_elsewhere(tmp_path):
+    out = cf.write(tmp_path)
+    servers = {f"pi/{k}": _serve(out) for k in range(3)}
+    workers = {slot: "127.0.0.1:%d" % s.server_address[1] for slot, s in servers.items()}
+    try:
+        frames = cf.frames(3, seed=5)
+        with ClusterRunner(out, workers) as runner:
+            assert _close(list(runner.stream(frames, 2)), cf.reference(frames)) <= TOL
+        with pytest.raises(SplitcError, match=r"no worker address for device pi/2; give workers="):
+            ClusterRunner(out, {k: v for k, v in workers.items() if k != "pi/2"})
+        with pytest.raises(SplitcError, match=r"cluster device pi/1: cannot reach its worker at 127.0.0.1:1 "):
+            ClusterRunner(out, {**workers, "pi/1": "127.0.0.1:1"})
+    finally:
+        for s in servers.values():
+            s.shutdown()
+            s.server_close()
 
 
 def test_worker_loads_only_part_files_inside_its_folder(tmp_path):
@@ -213,7 +230,7 @@ def test_plan_naming_a_part_outside_the_folder_is_refused(tmp_path):
 
 def test_worker_command_line_errors_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "splitc.runtimes.cluster_worker", "--listen", "127.0.0.1:0", "--dir",
-                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "nope: no such folder" in proc.stderr
 
 
@@ -223,6 +240,6 @@ def test_cluster_runtime_imports_neither_the_compiler_nor_ray(tmp_path):
         import splitc.runtimes.cluster, splitc.runtimes.cluster_worker, splitc.runtimes.cluster_ray
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnx_ir", "pulp", "networkx", "ray"))))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

@@ -20,14 +20,15 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import numpy as np
 
 from splitc.errors import SplitcError
-from splitc.runtimes.cluster_tcp import TcpEngine, WorkerLost
 from splitc.runtimes.cluster_section import load_section
+from splitc.runtimes.cluster_tcp import TcpEngine, WorkerLost
 
 log = logging.getLogger("splitc.cluster")
 

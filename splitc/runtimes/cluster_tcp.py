@@ -128,7 +128,7 @@ class TcpEngine:
     def _spawn(self, device: str) -> str:
         cmd = [sys.executable, "-m", "splitc.runtimes.cluster_worker", "--listen", "127.0.0.1:0",
                "--dir", str(self.folder), "--threads", str(self.threads)]
-        errors = tempfile.TemporaryFile()  # not a pipe: a worker that writes much must never block on it
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 - the child writes it; not a pipe: a worker that writes much must never block on it
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
         self.processes[device] = proc
         ready, _, _ = select.select([proc.stdout], [], [], 60.0)
@@ -147,7 +147,6 @@ class TcpEngine:
 
         def finish(header, _body):
             conn.specs[file] = (header.get("inputs"), header.get("outputs"))
-            return None
 
         return conn.request({"op": "load", "file": file}, b"", finish)
 

@@ -124,7 +124,9 @@ class Parts:
         with self._lock:
             if file in self._sessions:
                 return self._sessions[file]
-            from splitc.runtimes.ort import session  # onnxruntime: only once a part is asked for
+            from splitc.runtimes.ort import (
+                session,  # onnxruntime: only once a part is asked for
+            )
 
             sess = session(path, threads=self.threads, spinning=False)
             specs = tuple([_spec(a) for a in group] for group in (sess.get_inputs(), sess.get_outputs()))
