@@ -80,28 +80,31 @@ class Planner:
             out.append(counts[-1])
         return tuple(out)
 
-    def solve(self, counts: tuple[int, ...], memory: tuple[float, ...] | None = None) -> ClusterPlan | None:
-        avail = self.avail(counts)
-        memory = memory or tuple(u.memory for u in self.units)
+    def solve(self, counts: tuple[int, ...], memory_bytes: float | None = None) -> ClusterPlan | None:
+        """The best plan of the sub-multiset ``counts``; ``memory_bytes``: every device's memory instead of its own."""
+        avail, spec = self.avail(counts), self.spec
+        if memory_bytes is not None:
+            spec = replace(spec, groups=tuple(replace(g, memory_bytes=memory_bytes) for g in spec.groups))
+        memory = tuple(u.memory if memory_bytes is None or u.memory == math.inf else memory_bytes for u in self.units)
         opts = [[o for o in row if all(t <= a for t, a in zip(o.take, avail))
                  and all(w + p <= m for (w, p), m in zip(o.charge, memory))] for row in self.options]
         if self.spec.objective == "latency":
             stages = self._astar(opts, avail, memory)
             if stages is not None:
-                return self._merged(counts, stages) if stages else None
+                return self._merged(spec, counts, stages) if stages else None
         stages = self._pareto(opts, avail)
-        return evaluate(self.chain, self.spec, counts, stages, self.spec.objective == "throughput") if stages else None
+        return evaluate(self.chain, spec, counts, stages, spec.objective == "throughput") if stages else None
 
-    def _merged(self, counts, stages) -> ClusterPlan | None:
+    def _merged(self, spec, counts, stages) -> ClusterPlan | None:
         """Consecutive single stages on one device (the hub's split in two costs the same) as one stage."""
-        plan = evaluate(self.chain, self.spec, counts, stages)
+        plan = evaluate(self.chain, spec, counts, stages)
         joined: list = []
         for st in stages:
             if joined and st[2] == joined[-1][2] == "single" and st[3] == joined[-1][3]:
                 joined[-1] = (joined[-1][0], st[1], "single", st[3])
             else:
                 joined.append(st)
-        fewer = evaluate(self.chain, self.spec, counts, joined) if len(joined) < len(stages) else None
+        fewer = evaluate(self.chain, spec, counts, joined) if len(joined) < len(stages) else None
         return fewer if fewer is not None and fewer.latency_s <= plan.latency_s * (1 + 1e-9) else plan
 
     def _slots(self, u: int, ks) -> tuple[str, ...]:
@@ -228,21 +231,22 @@ def plan_all(chain: BlockChain, spec: ClusterSpec) -> dict[tuple[int, ...], Clus
 
 
 def nothing_fits(planner: Planner) -> SplitcError:
+    """Why nothing fits the whole cluster: the deadline (even with unbounded memory), or the least memory every device
+    would need (a binary search over one memory size for all: the least, over plans, of their fullest device)."""
     spec, full = planner.spec, full_counts(planner.spec)
-    roomy = tuple(math.inf for _ in planner.units)
-    if planner.solve(full, roomy) is None:
-        fastest = Planner(planner.chain, replace(spec, objective="latency", deadline_s=None)).solve(full, roomy)
+    if planner.solve(full, math.inf) is None:
+        if spec.deadline_s is None:
+            return SplitcError(f"{spec.source}: no device of the cluster can compute (field 'worker')")
+        fastest = Planner(planner.chain, replace(spec, objective="latency", deadline_s=None)).solve(full, math.inf)
         return SplitcError(f"{spec.source}: no plan meets deadline_ms = {spec.deadline_s * 1e3:g}; the fastest plan takes"
                            f" {fastest.latency_s * 1e3:.1f} ms: raise deadline_ms or add devices")
-    def fits(mb: int) -> bool:
-        return planner.solve(full, tuple(math.inf if u.memory == math.inf else mb * 1e6 for u in planner.units)) is not None
-
-    lo, hi = 0, 1
-    while not fits(hi):
+    lo, hi = 0, 1 << 20
+    while planner.solve(full, hi) is None:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        lo, hi = (lo, mid) if planner.solve(full, mid) is not None else (mid, hi)
     have = min(g.memory_bytes for g in spec.groups) / 1e6
     return SplitcError(f"{spec.source}: the model fits no plan on this cluster (field 'memory_mb' = {have:g} on the"
-                       f" smallest device); it needs memory_mb >= {hi} on every device, or more devices")
+                       f" smallest device); it needs memory_mb >= {math.ceil(hi / 1e3) / 1e3:g} on every device, or more"
+                       " devices")
