@@ -21,16 +21,20 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
-    "Builder",
+    "CLUSTER_MODELS",
     "MODELS",
+    "Builder",
     "bottlenet",
     "chain",
     "detector_heads",
+    "fc_wide",
     "inception",
     "mobilenet_v2",
     "residual_block",
     "resnet18",
     "transformer_block",
+    "vgg16",
+    "yolo16",
 ]
 
 
@@ -343,6 +347,77 @@ def bottlenet(size: int = 224, classes: int = 1000, bottleneck: int = 12, width:
     return b.build([b.classifier(x, width, classes)], doc=doc, opset=opset, ir_version=ir_version)
 
 
+# -- models for the cluster planner (issue 14): big enough to spread over several devices -------------------
+
+
+def _w(c: int, width: float) -> int:
+    return max(1, round(c * width))
+
+
+def vgg16(size: int = 224, classes: int = 1000, width: float = 1.0, seed: int = 0,
+          opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
+    """VGG-16 (Simonyan & Zisserman 2015, configuration D): 13 conv3x3+relu in five stages, each ended by a 2x2
+    max pool, then fc-4096, fc-4096, fc-``classes`` (no dropout: inference). ``width`` scales every conv and hidden
+    fc width; the fc input is the flattened 512 x size/32 x size/32 map (pools floor odd sizes).
+    At 224 x 224 and width 1: 15.5 GMACs, 138 M parameters (553 MB)."""
+    if size < 32:
+        raise ValueError(f"vgg16: size {size} is under 32 (five 2x2 pools)")
+    b = Builder("vgg16", seed)
+    x = b.input("input", [1, 3, size, size])
+    cin = 3
+    for stage, (c, n) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))):
+        for _ in range(n):
+            x = b.conv_relu(x, cin, _w(c, width))
+            cin = _w(c, width)
+        x = b.maxpool(x, 2, 2, 0)
+    x = b.op("Flatten", [x], axis=1)
+    fin, hidden = cin * (size // 32) ** 2, _w(4096, width)
+    x = b.relu(b.gemm(x, fin, hidden))
+    x = b.relu(b.gemm(x, hidden, hidden))
+    return b.build([b.gemm(x, hidden, classes, name="logits")], doc=f"VGG-16 width {width:g}", opset=opset,
+                   ir_version=ir_version)
+
+
+def yolo16(size: int = 416, width: float = 1.0, seed: int = 0, opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
+    """The first 16 layers of YOLOv2 (Redmon & Farhadi 2017; darknet yolov2.cfg layers 0-15), the part DeepThings
+    partitions into fused tiles: conv3x3 (and 1x1 bottleneck) + BatchNormalization + LeakyRelu(0.1), with four 2x2
+    max pools (floor on odd sizes); output ``features``: 256 channels at size/16. ``width`` scales the channels.
+    At 416 x 416 and width 1:
+    3.4 M parameters, 6.1 GMACs."""
+    if size < 16:
+        raise ValueError(f"yolo16: size {size} is under 16 (four 2x2 pools)")
+    b = Builder("yolo16", seed)
+    x = b.input("input", [1, 3, size, size])
+    layers = (32, "M", 64, "M", 128, (64, 1), 128, "M", 256, (128, 1), 256, "M", 512, (256, 1), 512, (256, 1))
+    cin = 3
+    for i, layer in enumerate(layers):
+        if layer == "M":
+            x = b.maxpool(x, 2, 2, 0)
+            continue
+        c, k = layer if isinstance(layer, tuple) else (layer, 3)
+        y = b.bn(b.conv(x, cin, _w(c, width), k, bias=False), _w(c, width))
+        x = b.op("LeakyRelu", [y], alpha=0.1, name="features" if i == len(layers) - 1 else None)
+        cin = _w(c, width)
+    return b.build([x], doc=f"YOLOv2 layers 0-15 width {width:g}", opset=opset, ir_version=ir_version)
+
+
+def fc_wide(size: int = 64, features: int = 1024, outputs: int = 10000, seed: int = 0,
+            opset: int = 17, ir_version: int = 8) -> onnx.ModelProto:
+    """Musical Chair's model-parallel case: a small conv stem (three conv3x3 stride 2 + relu, 32-64-128 channels),
+    global average pool, fc-``features`` + relu, then one wide fc of ``outputs`` (>= 10k: its weights, not its
+    FLOPs, dominate; it favours splitting its outputs across devices). At the defaults: 10.4 M parameters."""
+    b = Builder("fc_wide", seed)
+    x = b.input("input", [1, 3, size, size])
+    cin = 3
+    for c in (32, 64, 128):
+        x = b.conv_relu(x, cin, c, 3, 2)
+        cin = c
+    x = b.op("Flatten", [b.op("GlobalAveragePool", [x])], axis=1)
+    x = b.relu(b.gemm(x, cin, features))
+    return b.build([b.gemm(x, features, outputs, name="logits")], doc=f"fc_wide {features}->{outputs}", opset=opset,
+                   ir_version=ir_version)
+
+
 MODELS = {
     "chain": chain,
     "residual_block": residual_block,
@@ -353,3 +428,5 @@ MODELS = {
     "mobilenet_v2": mobilenet_v2,
     "bottlenet": bottlenet,
 }
+# Not in MODELS (the suite every test and `splitc bench` compiles on every link): VGG-16 alone is 553 MB.
+CLUSTER_MODELS = {"vgg16": vgg16, "yolo16": yolo16, "fc_wide": fc_wide}
