@@ -9,7 +9,8 @@ results, which come back in frame order whatever order they finish in.
 A device that dies (connection error, no answer within ``timeout_s``, a Ray actor's death) fails the frames it
 held; the runner takes the precomputed plan for the devices left (the same number of each group: the plans name
 slots ``<group>/<k>``, bound here to the live devices of that group in order), loads its parts, logs one line and
-re-runs those frames from their start. No frame is lost; ``switches`` records how long each switch took.
+re-runs those frames from their start. No frame is lost; ``switches`` records each switch: the device, why,
+``seconds`` from the failure's detection to the new plan's parts loaded, and ``at`` (time.perf_counter()).
 The engine is splitc/runtimes/cluster_tcp.py (worker processes over TCP) or splitc/runtimes/cluster_ray.py.
 """
 
@@ -114,7 +115,8 @@ class ClusterRunner:
                 except WorkerLost as again:
                     device, why = again.device, again.why
             took = time.perf_counter() - lost.at
-            self.switches.append({"device": lost.device, "why": lost.why, "seconds": took, "devices": list(self.live)})
+            self.switches.append({"device": lost.device, "why": lost.why, "seconds": took, "devices": list(self.live),
+                                  "at": time.perf_counter()})
             log.warning("cluster: device %s lost (%s); switched to the %d-device plan [%s] in %.3f s, re-running its frames",
                         lost.device, lost.why, len(self.state.plan["devices"]), " ".join(self.live), took)
 
