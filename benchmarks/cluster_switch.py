@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from splitc.runtimes.cluster import ClusterRunner  # noqa: E402
+from splitc.runtimes.cluster import ClusterRunner
 
 
 def _plan(devices: list[str], strategy: str, spec: dict) -> dict:

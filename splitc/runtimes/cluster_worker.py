@@ -48,14 +48,15 @@ class ProtocolError(ConnectionError):
 # --------------------------------------------------------------------------- framing (both ends)
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
+    """``n`` bytes, held only as they arrive: a length that lies costs no memory until the bytes come."""
+    chunks, got = [], 0
     while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if not k:
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
             raise ConnectionError("connection closed by the peer")
-        got += k
-    return bytes(buf)
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def send(sock: socket.socket, header: dict, body: bytes = b"") -> None:
