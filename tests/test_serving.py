@@ -519,3 +519,85 @@ def test_emulated_link_limits_rate_and_adds_rtt(plan_dir):
         finally:
             proc.terminate()
             proc.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def raw_plan(plan_dir) -> Path:
+    """The fixture model with its input sent as int8 symbols (not a JPEG frame): a hop delta coding applies to."""
+    out = plan_dir.parent / "out_raw"
+    compile_model(plan_dir.parent / "m.onnx", out, CompileOptions(target=f"{plan_dir.parent / 'slowcam.toml'},cloud",
+                                                                 link="up=100Mbps,down=300Mbps,rtt=5ms", input_codec="raw"))
+    assert not Segment(json.loads((out / "plan.json").read_text())).is_image(Segment(json.loads((out / "plan.json").read_text())).up[0])
+    return out
+
+
+class LoseFrames:
+    """RemoteSplitModel._post that loses the requests of the given frames (numbered from 0) before they are sent."""
+
+    def __init__(self, remote, lost: set[int]):
+        self.post, self.lost, self.n = remote._post, lost, 0
+        remote._post = self
+
+    def __call__(self, payloads, seq=0):
+        self.n += 1
+        if self.n - 1 in self.lost:
+            raise ConnectionRefusedError("lost on the way (test)")
+        return self.post(payloads, seq)
+
+
+@pytest.mark.parametrize("inflight", [1, 3])
+def test_remote_delta_stream_resyncs_after_a_failed_frame(raw_plan, inflight):
+    """A static camera: frame 0 a key frame, then deltas (all zero, tiny); frame 3 is lost before the server sees it.
+    Every frame's output is the in-process one, and after the loss the stream resyncs with a key frame and goes on
+    through the server. With frames in flight, those already sent as deltas on frame 3 are a "stream gap" (400),
+    computed locally without back-off."""
+    srv = Server(raw_plan)
+    try:
+        local = SplitModel(raw_plan)
+        feeds = synthetic_inputs(local.inputs, 0)
+        want = local.run(feeds).outputs["logits"]
+        remote = RemoteSplitModel(raw_plan, srv.url, local=local, backoff=(0.0, 0.0), timeout=10)
+        LoseFrames(remote, {3})
+        results = list(remote.stream([feeds] * 12, inflight=inflight))
+        for r in results:
+            np.testing.assert_array_equal(r.outputs["logits"], want)
+        up = [r.bytes_up for r in results]
+        key = up[0]
+        assert all(b < key / 4 for b in up[1:3]), up  # deltas of a static scene
+        remote_frames = [i for i, r in enumerate(results) if "round_trip" in r.seconds]
+        gaps = remote.stats.failures.get("stream gap", 0)
+        assert remote.stats.failures["refused"] == 1 and remote.stats.local == 1 + gaps, remote.stats.lines()
+        assert gaps == inflight - 1, remote.stats.lines()  # the deltas on frame 3 already in flight
+        resync = 3 + inflight  # the first frame encoded after the loss was known: a key frame, through the server
+        assert up[resync] > key / 2 and resync in remote_frames, (up, remote_frames)
+        assert remote_frames == [i for i in range(12) if not 3 <= i < resync], remote_frames
+        assert all(b < key / 4 for b in up[resync + 1:]), up  # and deltas again
+        remote.close()
+    finally:
+        srv.stop()
+
+
+def test_a_delta_payload_without_a_stream_is_rejected(raw_plan):
+    """A delta frame sent stateless (no sequence_id) would be decoded as values: garbage. It is a 400 instead."""
+    from splitc.runtimes.delta import DeltaEncoder
+    from splitc.runtimes.segment import hop_codec
+
+    local = SplitModel(raw_plan)
+    seg = Segment(local.plan)
+    hop = seg.up[0]
+    bits, entropy, _ = hop_codec(hop)
+    enc = DeltaEncoder(bits, plan=seg.fingerprint, entropy=entropy)
+    store = dict(synthetic_inputs(local.inputs, 0))
+    sess = local.sessions[0]
+    store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, {i.name: store[i.name] for i in sess.get_inputs()})))
+    tensors = {w["name"]: store[w["name"]] for w in hop["wire"]}
+    key, delta = enc.encode(tensors), enc.encode(tensors)
+    srv = Server(raw_plan)
+    try:
+        infer = f"{srv.url}/v2/models/{seg.name}/infer"
+        outs = [h["tensor"] + PAYLOAD_SUFFIX for h in seg.down]
+        assert post(infer, *binary_request({hop["tensor"] + PAYLOAD_SUFFIX: key}, outs))[0] == 200
+        code, text = post(infer, *binary_request({hop["tensor"] + PAYLOAD_SUFFIX: delta}, outs))
+        assert code == 400 and "delta frame" in json.loads(text)["error"], text
+    finally:
+        srv.stop()

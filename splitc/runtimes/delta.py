@@ -16,6 +16,9 @@ import numpy as np
 from splitc.runtimes.wire import CodecError, decode, encode
 
 
+RESYNC = "request a key frame"  # ends every StreamGap message: the receiver's word for "resync"
+
+
 class StreamGap(CodecError):
     """A delta frame whose reference frame this decoder does not hold: request a key frame."""
 
@@ -31,6 +34,7 @@ class DeltaEncoder:
         self.key_interval = max(1, key_interval)
         self.plan, self.level, self.entropy = plan, level, entropy
         self.frame = -1
+        self.last_key = -1  # the last key frame sent
         self.prev: dict[str, np.ndarray] = {}
         self._force_key = True
 
@@ -42,6 +46,8 @@ class DeltaEncoder:
         self.frame += 1
         key = self._force_key or self.frame % self.key_interval == 0
         self._force_key = False
+        if key:
+            self.last_key = self.frame
         send, delta = {}, set()
         for name, arr in tensors.items():
             arr = np.asarray(arr)

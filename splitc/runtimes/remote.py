@@ -6,10 +6,16 @@ kept-alive connection per thread, and decodes the answer. No frame is lost: when
 out, answers 5xx or rejects the payload (another plan's fingerprint), that frame is computed locally in full
 (the device keeps every part of the plan for this) and counted by failure class; the server is tried again
 after a back-off that doubles up to ``backoff[1]`` and resets on the first success.
+
+``stream()`` keeps up to K frames in flight and delta-codes each boundary tensor going up against the frame before
+(splitc/runtimes/delta.py; the stream named by the OIP ``sequence_id``, the server decodes it in order:
+splitc/serving/streams.py). After any frame that fails, the next frame sent is a key frame (resync); a delta frame
+the server cannot place (its reference was lost) is answered 400 "stream gap" and computed here, without back-off.
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -23,7 +29,8 @@ import numpy as np
 
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import RunResult, SplitModel
-from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment
+from splitc.runtimes.delta import RESYNC, DeltaEncoder
+from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, hop_codec
 
 INSTALL = "the remote client needs tritonclient: pip install 'splitc[remote]'"
 
@@ -52,6 +59,7 @@ def classify(err: BaseException, status: str | None = None) -> RemoteFailure:
     if status and status.isdigit():
         code = int(status)
         kind = {401: "unauthorized", 404: "unknown model", 413: "too large"}.get(code)
+        kind = kind or ("stream gap" if code == 400 and RESYNC in reason else None)
         kind = kind or ("server error" if code >= 500 else "rejected")
         return RemoteFailure(kind, f"HTTP {code}: {reason}")
     if isinstance(err, ConnectionRefusedError):
@@ -101,6 +109,8 @@ class RemoteSplitModel:
         self._lock = threading.Lock()
         self.inflight = max(1, inflight)
         self._pool: ThreadPoolExecutor | None = None
+        self._encoders: dict[str, DeltaEncoder] = {}  # per up hop while a delta-coded stream runs
+        self._seq = 0  # its OIP sequence_id (0: stateless requests)
         _tritonclient()  # fail now, in one line, when the extra is missing
 
     # ---------------------------------------------------------------- connection (one kept-alive client per thread)
@@ -142,19 +152,32 @@ class RemoteSplitModel:
     def run(self, feeds: dict[str, np.ndarray]) -> RunResult:
         return self._finish(feeds, self._start(feeds, threaded=False))
 
-    def stream(self, frames, inflight: int | None = None):
+    def stream(self, frames, inflight: int | None = None, delta: bool = True, key_interval: int = 30):
         """Results of ``frames`` in order, with up to ``inflight`` frames' requests in flight while the device
-        computes the next heads (bounded queue: the producer waits for the oldest answer)."""
+        computes the next heads (bounded queue: the producer waits for the oldest answer). ``delta``: each boundary
+        tensor going up is sent as its difference to the previous frame (a key frame every ``key_interval``)."""
         k = inflight or self.inflight
-        if self._pool is None:
+        if self._pool is None or self._pool._max_workers < k:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self._pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="splitc-remote")
+        if delta:
+            self._seq = secrets.randbits(63) or 1
+            self._encoders = {}
+            for hop in self.segment.up:
+                if not self.segment.is_image(hop):
+                    bits, entropy, _ = hop_codec(hop)
+                    self._encoders[hop["tensor"]] = DeltaEncoder(bits, key_interval, self.segment.fingerprint, entropy=entropy)
         pending: deque = deque()
-        for feeds in frames:
-            pending.append((feeds, self._start(feeds, threaded=True)))
-            if len(pending) >= k:
+        try:
+            for feeds in frames:
+                pending.append((feeds, self._start(feeds, threaded=True)))
+                if len(pending) >= k:
+                    yield self._finish(*pending.popleft())
+            while pending:
                 yield self._finish(*pending.popleft())
-        while pending:
-            yield self._finish(*pending.popleft())
+        finally:
+            self._encoders, self._seq = {}, 0
 
     def _start(self, feeds, threaded: bool):
         """Run the device stages before the server's and send (or, when backing off, mark the frame local)."""
@@ -165,19 +188,26 @@ class RemoteSplitModel:
         stores[self.segment.device].update(feeds)
         after = self._device_stages(stores, result, before=True)
         t = time.perf_counter()
-        payloads = {hop["tensor"]: self.segment.encode(hop, stores[hop["from"]]) for hop in self.segment.up}
+        payloads = {hop["tensor"]: self._encode(hop, stores[hop["from"]]) for hop in self.segment.up}
         result.seconds["encode"] = time.perf_counter() - t
         result.bytes_up = result.link_bytes[0]["up"] = sum(map(len, payloads.values()))
         if threaded:
-            future = self._pool.submit(self._post, payloads)
+            future = self._pool.submit(self._post, payloads, self._seq)
         else:
-            future = _Done(self._post, payloads)
-        return stores, result, after, future
+            future = _Done(self._post, payloads, self._seq)
+        frame = next(iter(self._encoders.values())).frame if self._encoders else None
+        return stores, result, after, future, frame
+
+    def _encode(self, hop: dict, store: dict) -> bytes:
+        encoder = self._encoders.get(hop["tensor"])
+        if encoder is None:
+            return self.segment.encode(hop, store)
+        return encoder.encode({w["name"]: store[w["name"]] for w in hop["wire"]})
 
     def _finish(self, feeds, started) -> RunResult:
         if started is None:
             return self._fallback(feeds, "backing off" if self.segment.remote else None)
-        stores, result, after, future = started
+        stores, result, after, future, frame = started
         try:
             answers, server, rtt = future.result()
             t = time.perf_counter()
@@ -187,7 +217,7 @@ class RemoteSplitModel:
                 stores[self.segment.device].update(self.segment.decode(hop, answers[hop["tensor"]]))
             result.seconds["decode"] = time.perf_counter() - t
         except Exception as err:  # noqa: BLE001 - any failure of the remote path: this frame is computed here
-            return self._fallback(feeds, classify(err))
+            return self._fallback(feeds, classify(err), frame)
         result.bytes_down = result.link_bytes[0]["down"] = sum(len(answers[h["tensor"]]) for h in self.segment.down)
         result.seconds["round_trip"], result.seconds["server"] = rtt, sum(server.values())
         self._device_stages(stores, result, before=False, start=after)
@@ -221,7 +251,7 @@ class RemoteSplitModel:
             i += 1
         return i
 
-    def _post(self, payloads: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, float], float]:
+    def _post(self, payloads: dict[str, bytes], seq: int = 0) -> tuple[dict[str, bytes], dict[str, float], float]:
         http, InferenceServerException = _tritonclient()
         inputs = []
         for tensor, payload in payloads.items():
@@ -231,7 +261,7 @@ class RemoteSplitModel:
         outputs = [http.InferRequestedOutput(h["tensor"] + PAYLOAD_SUFFIX, binary_data=True) for h in self.segment.down]
         t = time.perf_counter()
         try:
-            response = self._client().infer(self.segment.name, inputs, outputs=outputs, headers=self.headers)
+            response = self._client().infer(self.segment.name, inputs, outputs=outputs, headers=self.headers, sequence_id=seq)
         except InferenceServerException as err:
             if not (err.status() or "").isdigit():
                 self._drop_client()
@@ -249,17 +279,21 @@ class RemoteSplitModel:
         server = {k[:-3]: v / 1e6 for k, v in params.items() if k.endswith("_us") and type(v) is int and 0 <= v < 1e9}
         return answers, server, rtt
 
-    def _fallback(self, feeds, failure: RemoteFailure | str | None) -> RunResult:
+    def _fallback(self, feeds, failure: RemoteFailure | str | None, frame: int | None = None) -> RunResult:
         t = time.perf_counter()
         result = self.local.run(feeds)
+        for encoder in self._encoders.values():  # the server may lack this frame: the next one sent is a key frame
+            if frame is None or encoder.last_key <= frame:  # (unless one was sent after it already)
+                encoder.request_key()
         with self._lock:
             self.stats.local += 1
             self.stats.fallback_s.append(time.perf_counter() - t)
             if isinstance(failure, RemoteFailure):
                 self.stats.failures[failure.kind] += 1
                 self.stats.first.setdefault(failure.kind, failure.reason)
-                self._retry_at = time.monotonic() + self._delay
-                self._delay = min(self._delay * 2, self.backoff[1])
+                if failure.kind != "stream gap":  # a gap is the stream's, not the server's: no back-off
+                    self._retry_at = time.monotonic() + self._delay
+                    self._delay = min(self._delay * 2, self.backoff[1])
             elif failure:
                 self.stats.failures[failure] += 1
                 self.stats.first.setdefault(failure, f"server not retried until {self._delay:g} s after a failure")

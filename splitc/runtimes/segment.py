@@ -77,7 +77,14 @@ def decode_hop(hop: dict, payload: bytes, fingerprint: str, images: dict | None 
             return {hop["tensor"]: decode_frame(record, payload, fingerprint)}
         except ImageCodecError as e:
             raise CodecError(str(e)) from None
-    return decode(payload, hop_codec(hop)[2], plan=fingerprint)
+    header: dict = {}
+    out = decode(payload, hop_codec(hop)[2], plan=fingerprint, header_out=header)
+    if header["delta"]:  # differences to a frame this receiver does not hold: the values would be garbage
+        from splitc.runtimes.delta import StreamGap
+
+        raise StreamGap(f"the hop of '{hop['tensor']}' is a delta frame ({sorted(header['delta'])}) outside a stream:"
+                        " send it with a sequence_id, or request a key frame")
+    return out
 
 
 class Segment:
@@ -106,6 +113,10 @@ class Segment:
 
     def decode(self, hop: dict, payload: bytes) -> dict[str, np.ndarray]:
         return decode_hop(hop, payload, self.fingerprint, self.images)
+
+    def is_image(self, hop: dict) -> bool:
+        """The hop carries an image input as its compressed frame (never delta-coded)."""
+        return _image(hop, self.images) is not None
 
     @property
     def remote(self) -> bool:

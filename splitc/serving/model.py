@@ -24,6 +24,7 @@ from kserve.errors import InvalidInput  # noqa: E402
 from splitc.runtimes.ort import SplitModel, numpy_dtype
 from splitc.runtimes.segment import PAYLOAD_SUFFIX, Segment, oip_datatype, run_segment
 from splitc.runtimes.wire import CodecError
+from splitc.serving.streams import Streams, sequence_id
 
 
 class SplitStages(Model):
@@ -35,6 +36,7 @@ class SplitStages(Model):
         super().__init__(self.segment.name)
         self.dir = Path(out_dir)
         self.max_request_bytes = self.segment.max_request_bytes()
+        self.streams = Streams(self.segment.fingerprint)  # delta-coded streams of devices (OIP sequence_id)
         self.ready = True
 
     # ---------------------------------------------------------------- metadata (GET /v2/models/{name})
@@ -66,11 +68,14 @@ class SplitStages(Model):
                 want = sorted(hop["tensor"] + PAYLOAD_SUFFIX for hop in seg.up)
                 if sorted(inputs) != want:
                     raise CodecError(f"inputs {sorted(inputs)}; this plan takes {want}")
+                seq = sequence_id(request.parameters)
                 for hop in seg.up:
                     tensor = inputs[hop["tensor"] + PAYLOAD_SUFFIX]
                     if tensor.datatype != "UINT8":
                         raise CodecError(f"input {tensor.name} is {tensor.datatype}; a wire payload is UINT8")
-                    stores[hop["to"]].update(seg.decode(hop, _bytes(tensor)))
+                    blob = _bytes(tensor)
+                    stream = seq is not None and not seg.is_image(hop)
+                    stores[hop["to"]].update(self.streams.decode(seq, hop, blob) if stream else seg.decode(hop, blob))
             else:
                 for hop in seg.up:
                     stores[hop["to"]].update(_plain(hop, inputs))
