@@ -14,6 +14,7 @@ several interchangeable devices runs which part never changes a price.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from splitc.cost.cluster import SERVER, ClusterSpec
@@ -140,9 +141,10 @@ def _parts(chain: BlockChain, first: int, last: int, strategy: str, us: list[Uni
     if strategy == "single":
         return [(Part(full[0], inb, outb, 1.0, 1), w, peak)]
     if strategy == "data":
-        shares = proportional(10 * len(us), speed)
+        shares = proportional(10 * len(us), speed)  # frames per round of the weighted round-robin
         if min(shares) == 0:
             return None
+        shares = [s // math.gcd(*shares) for s in shares]
         return [(Part(full[k], inb, outb, s / sum(shares), s), w, peak) for k, s in enumerate(shares)]
     layers = chain.layers(first, last)
     if strategy == "spatial":
