@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_latency.py overhead OUT/ [--frames 60]
     .venv/bin/python benchmarks/serve_latency.py link OUT/ [--frames 30]      # as root: netns + veth + tc tbf
     .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to 400000  # a --sweep-bandwidth plan; the uplink drops
+    .venv/bin/python benchmarks/serve_latency.py stream OUT/ --frames 60 --inflight 4 [--images DIR]  # frames/s, K in flight
 
 overhead: the same frames, alternately in process (SplitModel.run) and through `splitc serve` on 127.0.0.1
 (RemoteSplitModel.run); the overhead is the median of the per-frame differences (goal <= 2 ms). The server's
@@ -129,7 +130,9 @@ def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("overhead", "link", "drop"))
+    ap.add_argument("mode", choices=("overhead", "link", "drop", "stream"))
+    ap.add_argument("--inflight", type=int, nargs="+", default=[1, 4], help="stream: frames in flight, one run each")
+    ap.add_argument("--images", type=Path, help="stream: frames from this folder of images (default: synthetic inputs)")
     ap.add_argument("--to", type=float, default=0.4e6, help="drop: the uplink after the drop, bit/s (default: %(default)s)")
     ap.add_argument("dirs", nargs="+", type=Path)
     ap.add_argument("--frames", type=int, default=30)
@@ -142,6 +145,8 @@ def main() -> None:
             res = overhead(d, args.frames, args.port)
         elif args.mode == "link":
             res = through_link(d, args.frames, args.port, shape)
+        elif args.mode == "stream":
+            res = stream_rate(d, args.frames, args.port, args.inflight, shape, args.images)
         else:
             res = bandwidth_drop(d, args.frames, args.port, args.to, shape)
         print(json.dumps(res), flush=True)
@@ -183,6 +188,70 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
             "sweep_choice": want, "switched": switched, "frames_to_switch": n,
             "switch_after_ms": (sw["t"] - t0) * 1e3 if sw and switched else None, "estimated_mbps": sw["estimated_up_mbps"] if sw else None,
             "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3, "switches": client.lines()}
+
+
+def stream_frames(model: SplitModel, n: int, images: Path | None) -> list[dict]:
+    """n feeds: the images of a folder in turn (a camera's frames: fitted and normalized as plan.json says), or
+    synthetic inputs."""
+    if images is None:
+        return [synthetic_inputs(model.inputs, s % 8) for s in range(n)]
+    from splitc.runtimes.image import frame_feeds, list_images
+
+    files = list_images(images)
+    feeds = [frame_feeds(model.images, f, model.inputs)[0] for f in files]
+    return [feeds[i % len(feeds)] for i in range(n)]
+
+
+def stream_rate(out: Path, frames: int, port: int, inflights: list[int], shape: bool | None, images: Path | None) -> dict:
+    """Frames/s of RemoteSplitModel.stream() with K frames in flight through the emulated link, vs the plan's
+    predicted frames/s (1 / the busiest of device, uplink, server, downlink). The plan prices an rpi4 and a T4; the
+    prediction "here" takes this machine's measured compute (device stages + codec, server decode+compute+encode) and
+    the measured payload sizes at the plan's link rates, as the link mode does for latency."""
+    plan = json.loads((out / "plan.json").read_text())
+    ln = plan["links"][0]
+    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
+        proc, _ = start_server(out, link.host, port, link.exec_prefix)
+        try:
+            proxy = link.proxy(port)
+            local = SplitModel(out, spinning=False)
+            feeds = stream_frames(local, frames, images)
+            runs = {}
+            for k in inflights:
+                remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60, inflight=k)
+                list(remote.stream(feeds[:2 * k]))  # warm: k connections open, sessions warm
+                done, results = [], []
+                wire0 = link.wire_bytes()
+                t0 = time.perf_counter()
+                for r in remote.stream(feeds):
+                    done.append(time.perf_counter())
+                    results.append(r)
+                wire = [(b - a) / len(feeds) for a, b in zip(wire0, link.wire_bytes())] if wire0 else None
+                remote.close()
+                assert remote.stats.local == 0, remote.stats.lines()
+                steady = (len(done) - 1) / (done[-1] - done[0])  # between the first and the last answer: the pipeline is full
+                runs[k] = (steady, len(done) / (done[-1] - t0), results, wire)
+        finally:
+            stop(proc)
+    rs = runs[max(inflights)][2]
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    device = med([sum(v for k, v in r.seconds.items() if k.startswith("stage") or k in ("encode", "decode")) for r in rs])
+    server = med([r.seconds["server"] for r in rs])
+    up, down = med([r.bytes_up for r in rs]), med([r.bytes_down for r in rs])
+    stages = {"device": device, "uplink": up * 8 / ln["up_bps"], "server": server, "downlink": down * 8 / ln["down_bps"]}
+    busiest = max(stages, key=stages.get)
+    here = 1.0 / stages[busiest]
+    wire = runs[max(inflights)][3]  # bytes per frame on the veth: payload + HTTP/OIP framing + TCP/IP headers + ACKs
+    wire_fps = 1.0 / max(device, server, wire[0] * 8 / ln["up_bps"], wire[1] * 8 / ln["down_bps"]) if wire else None
+    return {"plan": str(out), "link": ln.get("name"), "up_mbps": ln["up_bps"] / 1e6, "rtt_ms": ln["rtt_s"] * 1e3,
+            "shaped_by": "tc tbf in netns + delay proxy" if link.shaped else "proxy (no root)", "frames": frames,
+            "frames_from": str(images) if images else "synthetic", "bytes_up": int(up), "bytes_down": int(down),
+            "plan_predicted_fps": plan["predicted"]["fps"], "plan_bytes_up": plan["predicted"]["link_bytes"][0]["up"],
+            "stage_ms_here": {k: round(v * 1e3, 2) for k, v in stages.items()}, "busiest": busiest,
+            "predicted_fps_here": here, "wire_bytes_per_frame": [round(x) for x in wire] if wire else None,
+            "link_capacity_fps": wire_fps,
+            "measured": {k: {"fps_steady": v[0], "fps_incl_fill": v[1], "of_plan": v[0] / plan["predicted"]["fps"],
+                             "of_here": v[0] / here, "of_capacity": v[0] / wire_fps if wire_fps else None}
+                         for k, v in runs.items()}}
 
 
 if __name__ == "__main__":

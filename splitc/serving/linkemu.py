@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 NS_ADDR, HOST_ADDR = "10.213.7.2", "10.213.7.1"
 
@@ -85,6 +86,13 @@ class Link:
             p.rates = (None, None) if self.shaped else (self.up_bps, self.down_bps)
             if rtt_s is not None:
                 p.delay_s = rtt_s / 2
+
+    def wire_bytes(self) -> tuple[int, int] | None:
+        """(up, down) bytes the veth pair has carried so far, every header included (what tbf paces); None unshaped."""
+        if not self.shaped:
+            return None
+        stats = Path(f"/sys/class/net/{self._veth}/statistics")
+        return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
 
     def proxy(self, port: int) -> "DelayProxy":
         """A proxy on 127.0.0.1 to (host, port): delay rtt/2 each way; the rate too when the kernel does not shape."""
