@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from splitc.errors import SplitcError
 
-__all__ = ["Source", "channel_part", "single_part"]
+__all__ = ["Source", "channel_anchor", "channel_axis", "channel_part", "single_part"]
 
 
 class Source:
@@ -190,15 +190,9 @@ def channel_part(src: Source, names: Sequence[str], channels: tuple[int, int],
     """Output channels [c0, c1) of the one Conv/Gemm/MatMul among ``names``: its weights (and bias) sliced, the
     per-channel ops after it sliced alike; nodes before it run whole. The part's outputs keep their names."""
     nodes = src.closure(names)
-    dyn = [n for n in nodes if any(i in src.dynamic for i in reads(n))]
-    anchors = [n for n in dyn if n.op_type in ANCHORS]
-    if len(anchors) != 1:
-        raise SplitcError(f"model '{src.model.graph.name}': a channel split needs exactly one Conv/Gemm/MatMul in its "
-                          f"nodes, found {len(anchors)} ({', '.join(n.name for n in anchors) or 'none'})")
-    anchor = anchors[0]
+    anchor = channel_anchor(src, names)
     rank = len(src.shape(anchor.output[0]))
-    axis = 1 if anchor.op_type != "MatMul" else rank - 1
-    size = src.shape(anchor.output[0])[axis]
+    axis, size = channel_axis(src, anchor)
     c0, c1 = channels
     if not 0 <= c0 < c1 <= size:
         raise SplitcError(f"node '{anchor.name}': channels [{c0}, {c1}) are not inside its {size} output channels")
@@ -235,6 +229,23 @@ def channel_part(src: Source, names: Sequence[str], channels: tuple[int, int],
     part = src.model_of(out_nodes, [src.value_info(i) for i in ins], out_vis, extra, name=f"ch{c0}_{c1}")
     del part.graph.value_info[:]  # the sliced tensors' shapes changed; onnxruntime infers them
     return part
+
+
+def channel_axis(src: Source, anchor: onnx.NodeProto) -> tuple[int, int]:
+    """(the axis a Conv/Gemm/MatMul's output channels are on, their number): 1 for Conv and Gemm, the last for
+    MatMul."""
+    shape = src.shape(anchor.output[0])
+    axis = len(shape) - 1 if anchor.op_type == "MatMul" else 1
+    return axis, shape[axis]
+
+
+def channel_anchor(src: Source, names: Sequence[str]) -> onnx.NodeProto:
+    """The one Conv/Gemm/MatMul reading a dynamic tensor among ``names``."""
+    anchors = [n for n in src.closure(names) if n.op_type in ANCHORS and any(i in src.dynamic for i in reads(n))]
+    if len(anchors) != 1:
+        raise SplitcError(f"model '{src.model.graph.name}': a channel split needs exactly one Conv/Gemm/MatMul in its "
+                          f"nodes, found {len(anchors)} ({', '.join(n.name for n in anchors) or 'none'})")
+    return anchors[0]
 
 
 def _copy(node: onnx.NodeProto) -> onnx.NodeProto:
