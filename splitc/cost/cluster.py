@@ -33,6 +33,7 @@ from splitc.errors import SplitcError
 MAX_DEVICES = 64  # all groups together: plans are made for every sub-multiset of them
 MAX_GROUP = 32
 SERVER = "server"
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # a group name: it names slots and files
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,13 @@ def _profile(spec: str, base: Path, where: str) -> DeviceProfile:
 
 def _group(t: dict, i: int, base: Path, net: dict, where: str) -> DeviceGroup:
     at = f"{where} [[device]] #{i + 1}"
+    if isinstance(t, dict) and isinstance(t.get("name"), str) and re.fullmatch(_NAME, t["name"]):
+        at = f"{where} device '{t['name']}'"
     _check_keys(t, {"name", "profile", "count", "memory_mb", "cpu_share", "rate", "hub", "worker"}, at)
     name = _get(t, "name", str, at)
     if name is None:
         raise SplitcError(f"{at}: missing field 'name'")
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}", name):
+    if not re.fullmatch(_NAME, name):
         raise SplitcError(f"{at}: field 'name' {name!r}: use 1-32 letters, digits, '_', '-', '.' (it names slots {name}/0...)")
     at = f"{where} device '{name}'"
     profile = _get(t, "profile", str, at)
