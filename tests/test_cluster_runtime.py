@@ -243,3 +243,36 @@ def test_cluster_runtime_imports_neither_the_compiler_nor_ray(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_worker_closes_a_connection_whose_frame_does_not_parse(tmp_path):
+    server = _serve(cf.write(tmp_path))
+    try:
+        for bad in (b"\xff\xff\xff\xff", b"\x08\x00\x00\x00\x04\x00\x00\x00[[[[", b"\x06\x00\x00\x00\x40\x00\x00\x00xx"):
+            with socket.create_connection(server.server_address, timeout=10) as sock:
+                sock.sendall(bad)
+                assert sock.recv(1) == b"", bad  # closed without an answer
+        with socket.create_connection(server.server_address, timeout=10) as sock:  # the worker still serves
+            cluster_worker.send(sock, {"op": "ping", "id": 3})
+            assert cluster_worker.recv(sock)[0] == {"id": 3, "ok": True}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s["plans"][2]["stages"][0]["parts"][0].update(slot="pi/1"), "cluster.plans[2].stages[0].parts[0].slot 'pi/1' is not one of pi/0"),
+    (lambda s: s["plans"][1]["stages"][0].update(shares=[2, 0]), "cluster.plans[1].stages[0].shares[1] 0 is not an integer in [1, 65536]"),
+    (lambda s: s["plans"][0]["stages"][0]["parts"][1].update(output_rows=[3, 8]), "cluster.plans[0].stages[0].parts: output_rows [[0, 4], [3, 8]] do not tile"),
+    (lambda s: s["plans"][0]["stages"][0]["parts"][0].update(input_rows=[6, 0]), "parts[0].input_rows list is not a row range"),
+    (lambda s: s["plans"][0]["stages"][2].update(merge={"axis": 3}), "cluster.plans[0].stages[2].merge.axis 3 is not one of 1, -1"),
+    (lambda s: s["plans"][0].update(devices=["pi/0", "pi/0"]), "cluster.plans[0].devices list names a device twice"),
+    (lambda s: s.update(hub="cam"), "cluster.hub 'cam' is not one of pi/0, pi/1, pi/2"),
+])
+def test_cluster_section_fields_are_checked_before_anything_starts(tmp_path, edit, message):
+    section = cf.section()
+    edit(section)
+    out = cf.write(tmp_path, section)
+    with pytest.raises(SplitcError) as err:
+        ClusterRunner(out, workers={})  # no worker is contacted: the plan is refused first
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -95,7 +95,8 @@ def _stage(c: _Check, stage, where: str, slots: list[str]) -> None:
     if strategy == "spatial":  # the tiles' output rows cover [0, H) in order: the hub concatenates them as they come
         ends = [0] + [p["output_rows"][1] for p in parts[:-1]]
         if [p["output_rows"][0] for p in parts] != ends:
-            c.fail(f"{where}.parts", parts, "do not tile the output rows in order from row 0")
+            rows = [p["output_rows"] for p in parts]
+            raise SplitcError(f"{c.file}: {where}.parts: output_rows {rows} do not tile the stage output in order from row 0")
     if first > last:
         c.fail(f"{where}.blocks", [first, last], "is not a block range [first, last)")
 
