@@ -166,7 +166,7 @@ def _serve(folder):
 def test_runner_connects_to_workers_started_elsewhere(tmp_path):
     out = cf.write(tmp_path)
     servers = {f"pi/{k}": _serve(out) for k in range(3)}
-    workers = {slot: "127.0.0.1:%d" % s.server_address[1] for slot, s in servers.items()}
+    workers = {slot: f"127.0.0.1:{s.server_address[1]}" for slot, s in servers.items()}
     try:
         frames = cf.frames(3, seed=5)
         with ClusterRunner(out, workers) as runner:
