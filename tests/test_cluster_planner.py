@@ -88,7 +88,8 @@ def cases(draw):
         groups = [g[:5] + (None,) for g in groups]
     spec = make_spec(groups, objective, network, rate=draw(st.sampled_from([1e6, 1e8])),
                      rtt=draw(st.sampled_from([0.0, 2e-3])),
-                     deadline=draw(st.sampled_from([None, 0.03, 0.08])) if objective == "throughput" else None,
+                     deadline=(draw(st.sampled_from([None, 0.6, 0.9, 1.2])) or 0) * chain.latency_s(0, nblocks, 0) or None
+                     if objective == "throughput" else None,  # around one device's latency: the bound bites
                      server="4g" if server else None, worker=draw(st.booleans()) or hub > 1 or workers > 0)
     return chain, spec
 
@@ -113,6 +114,22 @@ def test_planner_equals_brute_force(case):
     if plan is not None:  # the reported plan is its own price under the shared evaluator
         again = evaluate(chain, spec, full_counts(spec), [(s.first, s.last, s.strategy, s.slots) for s in plan.stages])
         assert again == plan
+
+
+def test_throughput_under_a_deadline_keeps_the_faster_of_two_equally_busy_stages():
+    """Two conv blocks and an fc on a hub + two workers. Unbounded, data-parallel replicas give the best period, but a
+    frame then waits for one device's whole run. Under a deadline below that latency, the first conv must be fused
+    tiles on the two workers (busier, a frame finishes sooner). Tiles and replicas on the same two workers reach the
+    same DP state and neither dominates the other (lower busy time vs lower latency): the DP must keep both."""
+    convs = [block(b, [conv(f"c{b}", 32, 8, 8, 3, 1, (0.02, 0.02, 0.002))], True, False) for b in range(2)]
+    chain = BlockChain(("a", "b", "cloud"), (*convs, block(2, [fc("fc", 8 * 32 * 32, 10, (0.001, 0.001, 1e-4))], False, True)))
+    spec = make_spec([("hub", "a", 1, 10**9, 1.0, None), ("w", "b", 2, 10**9, 1.0, None)], "throughput", rate=1e9, rtt=0.0)
+    free = Planner(chain, spec).solve(full_counts(spec))
+    assert [s.strategy for s in free.stages][:1] == ["data"]
+    bound = dataclasses.replace(spec, deadline_s=free.latency_s * 0.9)
+    plan = Planner(chain, bound).solve(full_counts(spec))
+    assert_optimal(plan, brute_force(chain, bound), "throughput")
+    assert plan.latency_s <= bound.deadline_s and plan.period_s > free.period_s and plan.stages[0].strategy == "spatial"
 
 
 def test_every_strategy_is_optimal_somewhere():
