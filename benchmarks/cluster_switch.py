@@ -29,10 +29,11 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from splitc.runtimes.cluster import ClusterRunner
+from splitc.runtimes.files import sha256_file
 
 
-def _plan(devices: list[str], strategy: str, spec: dict) -> dict:
-    parts = [{"slot": d, "file": "parts/whole.onnx", **spec} for d in devices]
+def _plan(devices: list[str], strategy: str, spec: dict, digest: str) -> dict:
+    parts = [{"slot": d, "file": "parts/whole.onnx", "sha256": digest, **spec} for d in devices]
     return {"devices": devices, "objective": "throughput", "stages": [
         {"strategy": strategy, "blocks": [0, 1], "slots": devices, "shares": [1] * len(devices), "parts": parts, "merge": None, **spec}]}
 
@@ -43,9 +44,10 @@ def write(out: Path, model: Path) -> tuple[str, list[int], str]:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     x, y = sess.get_inputs()[0], sess.get_outputs()[0]
     spec = {"inputs": [x.name], "outputs": [y.name]}
+    digest = sha256_file(out / "parts/whole.onnx")
     devices = [f"pi/{k}" for k in range(3)]
     section = {"hub": "pi/0", "devices": [{"slot": d, "group": "pi"} for d in devices],
-               "plans": [_plan(devices, "data", spec), _plan(devices[:2], "data", spec), _plan(devices[:1], "single", spec)]}
+               "plans": [_plan(d, s, spec, digest) for d, s in ((devices, "data"), (devices[:2], "data"), (devices[:1], "single"))]}
     (out / "plan.json").write_text(json.dumps({"model": {"outputs": [{"name": y.name}]}, "cluster": section}))
     return x.name, x.shape, y.name
 

@@ -11,6 +11,7 @@ Plans (group "pi", devices pi/0..pi/2):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def section() -> dict:
         {"strategy": "single", "blocks": [2, 3], "slots": ["pi/0"], "shares": [1], "inputs": ["t2"], "outputs": ["f"],
          "parts": [_part("pi/0", "parts/pool.onnx", ["t2"], ["f"])], "merge": None},
         {"strategy": "channel", "blocks": [3, 4], "slots": ["pi/1", "pi/2"], "shares": [4, 2], "inputs": ["f"], "outputs": ["y"],
-         "parts": [_part("pi/1", "parts/fc0.onnx", ["f"], ["y"]), _part("pi/2", "parts/fc1.onnx", ["f"], ["y"])],
+         "parts": [_part("pi/1", "parts/fc0.onnx", ["f"], ["y"], channels=[0, 4]), _part("pi/2", "parts/fc1.onnx", ["f"], ["y"], channels=[4, 6])],
          "merge": {"axis": -1}},
     ]
     two = [{"strategy": "data", "blocks": [0, 4], "slots": ["pi/0", "pi/1"], "shares": [2, 1], "inputs": ["x"], "outputs": ["y"],
@@ -87,16 +88,23 @@ def section() -> dict:
     one = [{"strategy": "single", "blocks": [0, 4], "slots": ["pi/0"], "shares": [1], "inputs": ["x"], "outputs": ["y"],
             "parts": [_part("pi/0", "parts/whole.onnx", ["x"], ["y"])], "merge": None}]
     plan = lambda devices, stages: {"devices": devices, "objective": "latency", "predicted": {"latency_s": 0.01, "fps": 100.0}, "stages": stages}
-    return {"hub": "pi/0", "devices": [{"slot": f"pi/{k}", "group": "pi", "profile": "rpi4", "memory_bytes": 1 << 30} for k in range(3)],
+    tensors = {"x": {"dtype": "float32", "shape": [1, 3, 8, 8]}, "t2": {"dtype": "float32", "shape": [1, 5, 8, 8]},
+               "y": {"dtype": "float32", "shape": [1, 6]}}
+    return {"hub": "pi/0", "tensors": tensors, "devices": [{"slot": f"pi/{k}", "group": "pi", "profile": "rpi4", "memory_bytes": 1 << 30} for k in range(3)],
             "plans": [plan(["pi/0", "pi/1", "pi/2"], three), plan(["pi/0", "pi/1"], two), plan(["pi/0"], one)]}
 
 
 def write(out: Path, cluster: dict | None = None) -> Path:
-    """``out``/plan.json + parts; returns ``out``."""
+    """``out``/plan.json + parts, each part's sha256 filled in where the section has none; returns ``out``."""
+    digests = {}
     for name, model in parts().items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, out / name)
-    plan = {"model": {"outputs": [{"name": "y"}]}, "cluster": cluster or section()}
+        digests[name] = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    cluster = cluster or section()
+    for p in (p for plan in cluster["plans"] for stage in plan["stages"] for p in stage["parts"]):
+        p.setdefault("sha256", digests.get(p["file"], "0" * 64))
+    plan = {"model": {"outputs": [{"name": "y"}]}, "cluster": cluster}
     (out / "plan.json").write_text(json.dumps(plan))
     return out
 

@@ -203,13 +203,20 @@ def test_worker_loads_only_part_files_inside_its_folder(tmp_path):
         server.server_close()
 
 
-def test_worker_refuses_a_payload_that_is_not_the_parts_input(tmp_path):
+def test_worker_checks_the_part_digest_then_the_payload_against_the_parts_input(tmp_path):
+    from splitc.runtimes.files import sha256_file
     from splitc.runtimes.wire import encode
 
     out = cf.write(tmp_path)
     server = _serve(out)
     try:
         with socket.create_connection(server.server_address) as sock:
+            cluster_worker.send(sock, {"op": "run", "id": 2, "file": "parts/whole.onnx", "tag": 1}, b"")
+            assert "not loaded here" in cluster_worker.recv(sock)[0]["error"]
+            cluster_worker.send(sock, {"op": "load", "id": 3, "file": "parts/whole.onnx", "sha256": "0" * 64})
+            assert "its sha256 is not the plan's 0000000000000000" in cluster_worker.recv(sock)[0]["error"]
+            cluster_worker.send(sock, {"op": "load", "id": 4, "file": "parts/whole.onnx", "sha256": sha256_file(out / "parts/whole.onnx")})
+            assert cluster_worker.recv(sock)[0]["ok"] is True
             wrong = encode({"x": np.zeros((1, 3, 9, 8), np.float32)}, entropy="raw")
             cluster_worker.send(sock, {"op": "run", "id": 5, "file": "parts/whole.onnx", "tag": 1}, wrong)
             reply = cluster_worker.recv(sock)[0]
@@ -276,3 +283,11 @@ def test_cluster_section_fields_are_checked_before_anything_starts(tmp_path, edi
     with pytest.raises(SplitcError) as err:
         ClusterRunner(out, workers={})  # no worker is contacted: the plan is refused first
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_part_swapped_after_compile_is_refused_by_its_worker(tmp_path):
+    out = cf.write(tmp_path)
+    (out / "parts/fc1.onnx").write_bytes((out / "parts/fc0.onnx").read_bytes())  # same inputs, other weights
+    with pytest.raises(SplitcError) as err:
+        ClusterRunner(out, spawn=True)
+    assert str(err.value).startswith("cluster device pi/2: part parts/fc1.onnx: its sha256 is not the plan's ")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes.cluster_plan import validate
 from splitc.runtimes.cluster_section import load_section
 from splitc.runtimes.cluster_tcp import TcpEngine, WorkerLost
 
@@ -59,7 +60,8 @@ class ClusterRunner:
     def __init__(self, out_dir: str | Path, workers: dict[str, str] | None = None, spawn: bool = False, *,
                  engine=None, threads: int = 1, timeout_s: float = 30.0):
         self.folder = Path(out_dir)
-        self.section, self.outputs = load_section(self.folder)
+        section, self.outputs = load_section(self.folder)
+        self.section = validate(section, self.folder)  # consistent: stages chain, shares cover the outputs, digests
         self.group = {d["slot"]: d["group"] for d in self.section["devices"]}
         self.engine = engine if engine is not None else TcpEngine(self.folder, workers, spawn, threads)
         self.timeout_s = timeout_s
@@ -95,8 +97,8 @@ class ClusterRunner:
             slots = [s for s in self.group if s in plan["devices"] and self.group[s] == g]
             live = [d for d in self.live if self.group[d] == g]
             binding.update(zip(slots, live))
-        loads = {(binding[p["slot"]], p["file"]) for s in plan["stages"] for p in s["parts"]}
-        for device, fut in [(d, self.engine.load(d, f)) for d, f in sorted(loads)]:
+        loads = {(binding[p["slot"]], p["file"], p["sha256"]) for s in plan["stages"] for p in s["parts"]}
+        for device, fut in [(d, self.engine.load(d, f, h)) for d, f, h in sorted(loads)]:
             self._wait(fut, device)
         return _State(plan, binding, generation)
 

@@ -31,12 +31,12 @@ def resource(slot: str) -> str:
 class _Part:
     """A part loaded in onnxruntime inside its actor; a part that fails to load answers every call with the error."""
 
-    def __init__(self, folder: str, file: str, threads: int):
+    def __init__(self, folder: str, file: str, threads: int, sha256: str | None):
         from splitc.runtimes.cluster_worker import Parts
 
         self.parts, self.file, self.error = Parts(folder, threads), file, None
         try:
-            self.parts.load(file)
+            self.parts.load(file, sha256)
         except SplitcError as e:
             self.error = str(e)
 
@@ -48,7 +48,7 @@ class _Part:
     def run(self, feeds: dict) -> dict:
         if self.error:
             raise SplitcError(self.error)
-        sess, _, outputs = self.parts.load(self.file)
+        sess, _, outputs = self.parts.loaded(self.file)
         return dict(zip([o["name"] for o in outputs], sess.run([o["name"] for o in outputs], feeds)))
 
 
@@ -102,13 +102,13 @@ class RayEngine:
             return fut
         return None
 
-    def load(self, device: str, file: str) -> Future:
+    def load(self, device: str, file: str, sha256: str | None = None) -> Future:
         if (lost := self._lost(device)) is not None:
             return lost
         key = (device, file)
         if key not in self.actors:
             options = {"num_cpus": 0, "resources": {resource(device): SHARE}, "max_restarts": 0}
-            self.actors[key] = self._actor.options(**options).remote(self.folder, file, self.threads)
+            self.actors[key] = self._actor.options(**options).remote(self.folder, file, self.threads, sha256)
         return self._future(device, self.actors[key].ready.remote())
 
     def submit(self, device: str, file: str, feeds: dict, tag: int) -> Future:

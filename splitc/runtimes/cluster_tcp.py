@@ -142,13 +142,13 @@ class TcpEngine:
         self.addresses[device] = line.rsplit(" ", 1)[1]
         return self.addresses[device]
 
-    def load(self, device: str, file: str) -> Future:
+    def load(self, device: str, file: str, sha256: str | None = None) -> Future:
         conn = self.conns[device]
 
         def finish(header, _body):
             conn.specs[file] = (header.get("inputs"), header.get("outputs"))
 
-        return conn.request({"op": "load", "file": file}, b"", finish)
+        return conn.request({"op": "load", "file": file, "sha256": sha256}, b"", finish)
 
     def submit(self, device: str, file: str, feeds: dict[str, np.ndarray], tag: int) -> Future:
         conn = self.conns[device]

@@ -7,9 +7,10 @@ its own network namespace under a CPU quota: no shared memory). Every message, b
 
     u32 length (LE) of the rest | u32 header length (LE) | header (JSON) | body (a splitc wire payload, or empty)
 
-Requests: ``{"op": "load", "id": n, "file": "parts/x.onnx"}`` -> ``{"id": n, "ok": true, "inputs": [...],
+Requests: ``{"op": "load", "id": n, "file": "parts/x.onnx", "sha256": digest}`` (the file's bytes are checked against
+the plan's digest before they are loaded) -> ``{"id": n, "ok": true, "inputs": [...],
 "outputs": [...]}`` (tensor specs; a dimension onnxruntime does not know is null) and ``{"op": "run", "id": n,
-"file": ..., "tag": frame}`` + the part's inputs -> ``{"id": n, "ok": true}`` + its outputs. A request that fails
+"file": ..., "tag": frame}`` + the inputs of a part loaded before -> ``{"id": n, "ok": true}`` + its outputs. A request that fails
 is answered ``{"id": n, "ok": false, "error": "one line"}``; a frame that does not parse closes the connection.
 Requests on one connection run in order (a device computes one part at a time); tensors are checked by
 splitc/runtimes/wire.py against the part's own input specs before anything is allocated.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes.files import sha256_file
 from splitc.runtimes.jsonguard import JSONLimitError, loads
 from splitc.runtimes.wire import MAX_ELEMENTS, CodecError, decode, encode, read_header
 
@@ -108,6 +110,7 @@ class Parts:
     def __init__(self, folder: str | Path, threads: int = 1):
         self.folder, self.base, self.threads = Path(folder), Path(folder).resolve(), threads
         self._sessions: dict[str, tuple] = {}
+        self._digests: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def path(self, file) -> Path:
@@ -120,22 +123,33 @@ class Parts:
             raise SplitcError(f"part {file[:80]!r}: no such file in {self.folder}")
         return resolved
 
-    def load(self, file) -> tuple:
+    def load(self, file, sha256=None) -> tuple:
+        """The part's (session, input specs, output specs); ``sha256``: the plan's digest of the file, checked
+        against the bytes here before they are loaded (a part swapped after compile is refused)."""
         path = self.path(file)  # checked on every request, also for a part loaded before
         with self._lock:
-            if file in self._sessions:
+            if file in self._sessions and sha256 in (None, self._digests[file]):
                 return self._sessions[file]
-            from splitc.runtimes.ort import (
-                session,  # onnxruntime: only once a part is asked for
-            )
+            digest = sha256_file(path)
+            if sha256 is not None and digest != sha256:
+                raise SplitcError(f"part {file}: its sha256 is not the plan's {str(sha256)[:16]}...; recompile, or restore the file")
+            # onnxruntime: only once a part is asked for
+            from splitc.runtimes.ort import session
 
             sess = session(path, threads=self.threads, spinning=False)
             specs = tuple([_spec(a) for a in group] for group in (sess.get_inputs(), sess.get_outputs()))
-            self._sessions[file] = (sess, *specs)
+            self._sessions[file], self._digests[file] = (sess, *specs), digest
+            return self._sessions[file]
+
+    def loaded(self, file) -> tuple:
+        self.path(file)
+        with self._lock:
+            if file not in self._sessions:
+                raise SplitcError(f"part {file[:80]!r} is not loaded here; send a load request first")
             return self._sessions[file]
 
     def run(self, file, payload: bytes, tag: int) -> bytes:
-        sess, inputs, outputs = self.load(file)
+        sess, inputs, outputs = self.loaded(file)
         feeds = decode(payload, expected(inputs, payload))
         results = sess.run([o["name"] for o in outputs], feeds)
         return encode({o["name"]: np.asarray(r) for o, r in zip(outputs, results)}, entropy="raw", frame=tag)
@@ -153,7 +167,7 @@ def answer(parts: Parts, header: dict, body: bytes) -> tuple[dict, bytes]:
     rid, op = header.get("id"), header.get("op")
     try:
         if op == "load":
-            _, inputs, outputs = parts.load(header.get("file"))
+            _, inputs, outputs = parts.load(header.get("file"), header.get("sha256"))
             return {"id": rid, "ok": True, "inputs": inputs, "outputs": outputs}, b""
         if op == "run":
             tag = header.get("tag", 0)
