@@ -30,7 +30,7 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_engine_runs_the_plan_and_survives_an_actor_death(local_ray, tmp_path, caplog):
+def test_ray_engine_runs_the_plan_survives_an_actor_death_and_a_rejoin(local_ray, tmp_path, caplog):
     out = cf.write(tmp_path)
     frames = cf.frames(24, seed=4)
     want = cf.reference(frames)
@@ -50,9 +50,12 @@ def test_ray_engine_runs_the_plan_and_survives_an_actor_death(local_ray, tmp_pat
                     ray.kill(actor)
         assert runner.state.binding == {"pi/0": "pi/0", "pi/1": "pi/2"} and len(runner.switches) == 1
         assert {d for d, _ in engine.actors} == {"pi/0", "pi/2"}  # the 2-device plan's whole-model actors, pi/1's gone
+        runner.join("pi/1")  # its node offers splitc/pi/1 again: new actors for the 3-device plan's parts there
+        assert len(runner.state.plan["devices"]) == 3 and ("pi/1", "parts/fc0.onnx") in engine.actors
+        assert np.abs(runner.run(frames[1])["y"] - want[1]).max() <= 1e-5
     assert max(float(np.abs(g["y"] - w).max()) for g, w in zip(got, want)) <= 1e-5 and len(got) == 24
     lines = [r.getMessage() for r in caplog.records if r.name == "splitc.cluster"]
-    assert len(lines) == 1 and "pi/1" in lines[0] and "Ray actor died" in lines[0]
+    assert len(lines) == 2 and "pi/1 lost" in lines[0] and "Ray actor died" in lines[0] and "pi/1 joined" in lines[1]
 
 
 def test_ray_engine_needs_every_slot_resource(local_ray, tmp_path):

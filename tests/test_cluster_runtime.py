@@ -291,3 +291,26 @@ def test_a_part_swapped_after_compile_is_refused_by_its_worker(tmp_path):
     with pytest.raises(SplitcError) as err:
         ClusterRunner(out, spawn=True)
     assert str(err.value).startswith("cluster device pi/2: part parts/fc1.onnx: its sha256 is not the plan's ")
+
+
+def test_a_device_that_rejoins_gets_its_plan_back_mid_stream(tmp_path, caplog):
+    out = cf.write(tmp_path)
+    frames = cf.frames(30, seed=6)
+    caplog.set_level(logging.WARNING, logger="splitc.cluster")
+    got, plans = [], []
+    with ClusterRunner(out, spawn=True) as runner:
+        for i, result in enumerate(runner.stream(frames, max_in_flight=4)):
+            got.append(result)
+            plans.append(len(runner.state.plan["devices"]))
+            if i == 5:
+                os.kill(runner.engine.processes["pi/1"].pid, signal.SIGKILL)
+            if i == 15:
+                runner.join("pi/1")  # a new worker process for it
+        with pytest.raises(SplitcError, match="device pi/1 is already running"):
+            runner.join("pi/1")
+        binding, whys = runner.state.binding, [s["why"] for s in runner.switches]
+    assert _close(got, cf.reference(frames)) <= TOL
+    assert plans[0] == 3 and 2 in plans and plans[-1] == 3
+    assert binding == {"pi/0": "pi/0", "pi/1": "pi/1", "pi/2": "pi/2"} and whys[1] == "joined"
+    lines = [r.getMessage() for r in caplog.records if r.name == "splitc.cluster"]
+    assert len(lines) == 2 and lines[1].startswith("cluster: device pi/1 joined; switched to the 3-device plan [pi/0 pi/1 pi/2]")

@@ -66,13 +66,13 @@ class ClusterRunner:
         self.engine = engine if engine is not None else TcpEngine(self.folder, workers, spawn, threads)
         self.timeout_s = timeout_s
         self.live = list(self.group)  # devices still answering, in plan.json order
-        self.switches: list[dict] = []  # {"device", "why", "seconds", "devices"} per plan switch
+        self.switches: list[dict] = []  # {"device", "why", "seconds", "devices", "at"} per plan switch
         self.reruns = 0  # frame attempts re-run after a device was lost
         self._lock = threading.Lock()
         self._tags = itertools.count()
         self.engine.start(list(self.live))
         try:
-            self.state = self._bind(0)
+            self.state = self._bind(0)  # generation 0
         except WorkerLost as e:
             self.engine.close()
             raise SplitcError(f"cluster device {e.device} failed while its parts were loaded ({e.why})") from None
@@ -102,25 +102,46 @@ class ClusterRunner:
             self._wait(fut, device)
         return _State(plan, binding, generation)
 
+    def _rebind(self) -> None:
+        """``state``: the plan for the live devices (under the lock); a device that fails meanwhile is dropped too."""
+        while True:
+            try:
+                self.state = self._bind(self.state.generation + 1)
+                return
+            except WorkerLost as again:
+                self.engine.drop(again.device, again.why)
+                if again.device in self.live:
+                    self.live.remove(again.device)
+
+    def _switched(self, device: str, why: str, since: float) -> None:
+        took = time.perf_counter() - since
+        self.switches.append({"device": device, "why": why, "seconds": took, "devices": list(self.live), "at": time.perf_counter()})
+        log.warning("cluster: device %s %s; switched to the %d-device plan [%s] in %.3f s%s", device, why,
+                    len(self.state.plan["devices"]), " ".join(self.live), took, ", re-running its frames" if why != "joined" else "")
+
     def _lost(self, state: _State, lost: WorkerLost) -> None:
         with self._lock:
             if state is not self.state:  # another frame already switched away from this plan
                 return
-            why, device = lost.why, lost.device
-            while True:
-                self.engine.drop(device, why)
-                if device in self.live:
-                    self.live.remove(device)
-                try:
-                    self.state = self._bind(state.generation + 1)
-                    break
-                except WorkerLost as again:
-                    device, why = again.device, again.why
-            took = time.perf_counter() - lost.at
-            self.switches.append({"device": lost.device, "why": lost.why, "seconds": took, "devices": list(self.live),
-                                  "at": time.perf_counter()})
-            log.warning("cluster: device %s lost (%s); switched to the %d-device plan [%s] in %.3f s, re-running its frames",
-                        lost.device, lost.why, len(self.state.plan["devices"]), " ".join(self.live), took)
+            self.engine.drop(lost.device, lost.why)
+            if lost.device in self.live:
+                self.live.remove(lost.device)
+            self._rebind()
+            self._switched(lost.device, f"lost ({lost.why})", lost.at)
+
+    def join(self, device: str, address: str | None = None) -> None:
+        """``device`` (a slot of the section) is back: its worker at ``address`` (or where it was; a new local
+        process with spawn=True). Frames from now on run on the plan for the devices live with it."""
+        if device not in self.group:
+            raise SplitcError(f"cluster: {device!r} is not a device of this plan ({', '.join(self.group)})")
+        if device in self.live:
+            raise SplitcError(f"cluster: device {device} is already running")
+        since = time.perf_counter()
+        self.engine.add(device, address)
+        with self._lock:
+            self.live = [d for d in self.group if d in self.live or d == device]
+            self._rebind()
+            self._switched(device, "joined", since)
 
     # ------------------------------------------------------------------ one frame
 

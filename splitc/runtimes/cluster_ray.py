@@ -116,6 +116,12 @@ class RayEngine:
             return lost
         return self._future(device, self.actors[(device, file)].run.remote(self.ray.put(feeds)))
 
+    def add(self, device: str, address: str | None = None) -> None:
+        """``device``'s node is back (it offers the device's resource again); its parts get new actors."""
+        if self.ray.cluster_resources().get(resource(device), 0) <= 0:
+            raise SplitcError(f"no Ray node offers the resource {resource(device)!r} of device {device}; start its node first")
+        self.dead.pop(device, None)
+
     def actors_of(self, device: str) -> list:
         return [a for (d, _), a in self.actors.items() if d == device]
 

@@ -159,6 +159,22 @@ class TcpEngine:
 
         return conn.request({"op": "run", "file": file, "tag": tag}, encode(feeds, entropy="raw", frame=tag), finish)
 
+    def add(self, device: str, address: str | None = None) -> None:
+        """Connect to ``device`` again: at ``address``, where it was, or (spawn) in a new local process."""
+        old = self.processes.get(device)
+        if old is not None:
+            old.kill()
+            old.wait()
+            if old.stdout:
+                old.stdout.close()
+        if address is None and self.spawn:
+            address = self._spawn(device)
+        address = address or self.addresses.get(device)
+        if address is None:
+            raise SplitcError(f"cluster runtime: no worker address for device {device}; give one to join it")
+        self.addresses[device] = address
+        self.conns[device] = _Conn(device, address, self.connect_s)
+
     def drop(self, device: str, why: str) -> None:
         """Give up on ``device``: its requests fail with WorkerLost; a process this engine started is stopped."""
         if device in self.conns:
