@@ -49,6 +49,7 @@ class Source:
             if any(i in dynamic for i in reads(n)):
                 dynamic.update(o for o in n.output if o)
         self.dynamic = dynamic
+        self._consts: dict[str, np.ndarray | None] = {}
 
     def node(self, name: str) -> onnx.NodeProto:
         if name not in self.nodes:
@@ -66,9 +67,18 @@ class Source:
         return tuple(d.dim_value for d in dims)
 
     def const(self, tensor: str) -> np.ndarray | None:
-        """The value of an initializer or Constant output, else None."""
+        """The value of an initializer or Constant output, else None (read-only; each initializer decoded once)."""
+        if tensor not in self._consts:
+            self._consts[tensor] = self._const(tensor)
+        return self._consts[tensor]
+
+    def _const(self, tensor: str) -> np.ndarray | None:
         if tensor in self.inits:
-            return numpy_helper.to_array(self.inits[tensor])
+            t = self.inits[tensor]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+            if t.raw_data and t.data_location == onnx.TensorProto.DEFAULT and dtype.itemsize > 0 and np.little_endian:
+                return np.frombuffer(t.raw_data, dtype=dtype).reshape(tuple(t.dims))  # a view: no copy of big weights
+            return numpy_helper.to_array(t)
         p = self.producer.get(tensor)
         if p is not None and p.op_type == "Constant" and p.attribute and p.attribute[0].name == "value":
             return numpy_helper.to_array(p.attribute[0].t)

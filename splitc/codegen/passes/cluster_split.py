@@ -56,8 +56,11 @@ class _Writer:
     def part(self, key: tuple, build: Callable[[], tuple[onnx.ModelProto, dict]]) -> dict:
         if key not in self.built:
             model, extra = build()
-            onnx.checker.check_model(model)
             data = model.SerializeToString()
+            try:
+                onnx.checker.check_model(data)
+            except onnx.checker.ValidationError as e:
+                raise SplitcError(f"internal error: cluster part {key} fails onnx.checker: {str(e).splitlines()[0]}") from None
             sha = hashlib.sha256(data).hexdigest()
             rel = f"{PARTS_DIR}/{sha[:16]}.onnx"
             path = self.root / rel
