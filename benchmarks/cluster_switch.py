@@ -6,9 +6,10 @@
 The model runs whole as one part; plan.json's "cluster" section (devices pi/0..pi/2) holds the 3-device plan (data
 parallel, shares 1:1:1), the 2-device one (1:1) and the 1-device one. Each repeat streams ``--frames`` frames on the
 1-device plan alone, then on all three devices killing pi/1 (SIGKILL of its worker; with Ray, ray.kill of its actor)
-after a third of the frames. Reported medians over the repeats: frames/s of each, frames lost (outputs missing or
-not equal to the original's), seconds from the failure's detection to the new plan loaded (ClusterRunner.switches),
-and from the kill to the switch. The machine has 2 cores shared by everyone: the replicas compete for them.
+after a third of the frames and joining it again (a new worker process; with Ray, new actors) after two thirds.
+Reported medians over the repeats: frames/s of each, frames lost (outputs missing or not equal to the original's),
+seconds from the failure's detection to the new plan loaded (ClusterRunner.switches), from the kill to the switch,
+and of the join (worker started and connected, the 3-device plan's parts loaded). The machine has 2 cores shared by everyone: the replicas compete for them.
 """
 
 from __future__ import annotations
@@ -90,11 +91,15 @@ def once(out: Path, frames: list[dict], want: list[np.ndarray], yname: str, engi
             if i == len(frames) // 3:
                 killed_at = time.perf_counter()
                 kill(r, engine, "pi/1")
+            if i == 2 * len(frames) // 3:
+                r.join("pi/1")  # a new worker process (Ray: new actors) for the device
         fps3 = len(frames) / (time.perf_counter() - t0)
         switch = r.switches[0] if r.switches else None
+        joined = r.switches[1] if len(r.switches) > 1 else None
     lost = sum(1 for g, w in zip(got, want) if not np.allclose(g[yname], w, atol=1e-4)) + len(frames) - len(got)
     return {"fps_1_device": fps1, "fps_3_devices_with_leave": fps3, "frames_lost": lost, "switches": len(r.switches),
-            "switch_s": switch["seconds"] if switch else None, "kill_to_switch_s": switch["at"] - killed_at if switch else None}
+            "switch_s": switch["seconds"] if switch else None, "kill_to_switch_s": switch["at"] - killed_at if switch else None,
+            "join_s": joined["seconds"] if joined else None}
 
 
 def main() -> None:
