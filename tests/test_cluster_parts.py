@@ -259,6 +259,15 @@ def test_channel_split_matmul_with_bias_add(ways):
     _channel_check(model, names, x, y, ways, np.random.default_rng(1).standard_normal((1, 5, 16)).astype(np.float32), 2)
 
 
+@pytest.mark.parametrize("ways", [2, 4])
+def test_channel_split_gemm_untransposed_with_row_bias(ways):
+    b = zoo.Builder("gemm", seed=10)
+    x = b.input("input", [3, 16])
+    w, bias = b.init(b.he((16, 20), 16)), b.init(np.linspace(-1, 1, 20, dtype=np.float32).reshape(1, 20))
+    model = b.build([b.op("Gemm", [x, w, bias], name="out", alpha=0.5, beta=2.0)])
+    _channel_check(model, ["out"], "input", "out", ways, np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32))
+
+
 def test_channel_split_refusals_name_the_node():
     model = zoo.mobilenet_v2(size=32)
     dw = next(i for i, n in enumerate(model.graph.node) if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute))
