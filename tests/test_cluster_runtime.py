@@ -157,6 +157,17 @@ def test_worker_that_hangs_is_dropped_after_the_timeout(tmp_path, caplog):
     assert "no answer in 1 s" in switch["why"]
 
 
+def test_a_busy_worker_past_the_timeout_answers_its_ping_and_is_kept(tmp_path, caplog):
+    out = cf.write(tmp_path, _only(cf.section(), 2))
+    frames = cf.frames(4, seed=8)
+    caplog.set_level(logging.WARNING, logger="splitc.cluster")
+    engine = Delayed(out, spawn=True, slow={"pi/0"}, delay=1.2)  # pi/0's answers come 1.2 s late, its worker is fine
+    with ClusterRunner(out, engine=engine, timeout_s=0.5) as runner:
+        got = list(runner.stream(frames, max_in_flight=2))
+        assert runner.switches == [] and runner.live == ["pi/0", "pi/1", "pi/2"]
+    assert _close(got, cf.reference(frames)) <= TOL and not caplog.records
+
+
 def _serve(folder):
     server = cluster_worker.Server(("127.0.0.1", 0), cluster_worker.Parts(folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -6,7 +6,8 @@ frame number), gathers the parts' outputs and concatenates them (spatial: on H; 
 Frames are pipelined: ``stream`` keeps at most ``max_in_flight`` frames between the input iterator and the
 results, which come back in frame order whatever order they finish in.
 
-A device that dies (connection error, no answer within ``timeout_s``, a Ray actor's death) fails the frames it
+A device that dies (connection error, a request pending ``timeout_s`` and no answer to a ping within another
+``timeout_s``, a Ray actor's death) fails the frames it
 held; the runner takes the precomputed plan for the devices left (the same number of each group: the plans name
 slots ``<group>/<k>``, bound here to the live devices of that group in order), loads its parts, logs one line and
 re-runs those frames from their start. No frame is lost; ``switches`` records each switch: the device, why,
@@ -146,11 +147,15 @@ class ClusterRunner:
     # ------------------------------------------------------------------ one frame
 
     def _wait(self, fut: Future, device: str):
-        try:
-            return fut.result(timeout=self.timeout_s)
-        except FutureTimeout:
-            self.engine.drop(device, f"no answer in {self.timeout_s:g} s")
-            raise WorkerLost(device, f"no answer in {self.timeout_s:g} s") from None
+        """The request's result; every ``timeout_s`` without it the device is pinged aside (a busy device answers,
+        a hung one does not and is dropped)."""
+        while True:
+            try:
+                return fut.result(timeout=self.timeout_s)
+            except FutureTimeout:
+                if not self.engine.alive(device, self.timeout_s):
+                    self.engine.drop(device, f"no answer in {self.timeout_s:g} s")
+                    raise WorkerLost(device, f"no answer in {self.timeout_s:g} s") from None
 
     def _frame(self, tag: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         while True:

@@ -122,6 +122,11 @@ class RayEngine:
             raise SplitcError(f"no Ray node offers the resource {resource(device)!r} of device {device}; start its node first")
         self.dead.pop(device, None)
 
+    def alive(self, device: str, timeout_s: float) -> bool:
+        """An actor runs one call at a time, so a ping would wait behind the late call: a call late by
+        ``timeout_s`` counts as a hung device (Ray itself reports a node that left as the actors' death)."""
+        return False
+
     def actors_of(self, device: str) -> list:
         return [a for (d, _), a in self.actors.items() if d == device]
 

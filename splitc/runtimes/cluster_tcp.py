@@ -175,6 +175,16 @@ class TcpEngine:
         self.addresses[device] = address
         self.conns[device] = _Conn(device, address, self.connect_s)
 
+    def alive(self, device: str, timeout_s: float) -> bool:
+        """Whether ``device``'s worker answers a ping on a connection of its own within ``timeout_s`` (it serves each
+        connection in a thread: a worker busy with a long part still answers; a hung or stopped one does not)."""
+        try:
+            with socket.create_connection(parse_address(self.addresses[device]), timeout=timeout_s) as sock:
+                send(sock, {"op": "ping", "id": 0})
+                return recv(sock)[0].get("ok") is True
+        except (OSError, ConnectionError, KeyError):
+            return False
+
     def drop(self, device: str, why: str) -> None:
         """Give up on ``device``: its requests fail with WorkerLost; a process this engine started is stopped."""
         if device in self.conns:
