@@ -11,12 +11,16 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 
+from splitc.codegen.cluster_parts import Source
+from splitc.codegen.cluster_tiles import tile_part
 from splitc.codegen.passes.cluster_split import cluster_section
 from splitc.compiler import annotate, import_model
 from splitc.cost.cluster import parse_cluster
 from splitc.errors import SplitcError
+from splitc.partition.blocks import tile
 from splitc.partition.cluster_cost import ClusterPlan, ClusterStage
 from splitc.partition.passes.cluster import plan_cluster
 from splitc.runtimes.cluster_plan import validate, verify_part
@@ -28,18 +32,24 @@ CLUSTER = {"network": {"kind": "lan", "rate": "200mbit"},
            "device": [{"name": "pi", "profile": "rpi4", "count": 3, "memory_mb": 1024}]}
 
 
+@pytest.fixture(scope="module")
+def chain_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    onnx.save_model(zoo.yolo16(size=37, width=0.25), str(root / "m.onnx"))
+    spec = parse_cluster(CLUSTER, "cluster.toml")
+    model = annotate(import_model(root / "m.onnx"), spec.profiles)
+    return model, plan_cluster(model, spec)
+
+
 def _plan(devices, *stages) -> ClusterPlan:
     return ClusterPlan(tuple(devices), tuple(ClusterStage(*s) for s in stages), 0.1, 0.05, ((devices[0], 1000),))
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def compiled(tmp_path_factory, chain_model):
     root = tmp_path_factory.mktemp("cluster")
     source = zoo.yolo16(size=37, width=0.25)
-    onnx.save_model(source, str(root / "m.onnx"))
-    spec = parse_cluster(CLUSTER, "cluster.toml")
-    model = annotate(import_model(root / "m.onnx"), spec.profiles)
-    plans = plan_cluster(model, spec)
+    model, plans = chain_model
     ops = [[n for n in b.nodes] for b in plans.chain.blocks]
     assert len(ops) == 16 and ops[3] == ["maxpool_1"] and ops[4][0] == "conv_2"  # 37 -> 18 -> 9 rows at block 3
     # every strategy, over the real chain: tiles of blocks 0-3 (9 output rows), the 32 channels of conv_2 (block 4)
@@ -90,6 +100,20 @@ def test_every_plan_reproduces_the_original(compiled):
     assert [p["channels"] for p in section["plans"][0]["stages"][1]["parts"]] == [[0, 10], [10, 22], [22, 32]]
     assert section["plans"][0]["stages"][1]["merge"] == {"axis": 1}
     assert section["tensors"]["maxpool_1"] == {"dtype": "float32", "shape": [1, 16, 9, 9]}
+
+
+@pytest.mark.parametrize(("first", "last"), [(0, 1), (0, 4), (2, 8), (0, 16), (11, 16)])
+def test_tiles_read_the_rows_the_planner_prices(chain_model, first, last):
+    """The cost model (splitc.partition.blocks.tile) and the parts agree on every tile's input rows."""
+    model, plans = chain_model
+    src = Source(ir.to_proto(model))
+    blocks = plans.chain.blocks[first:last]
+    layers = [layer for b in blocks for layer in b.layers]
+    names = [n for b in blocks for n in b.nodes]
+    h = layers[-1].out_h
+    for a, b in {(0, h), (0, 1), (h - 1, h), (h // 3, h // 3 + 1), (h // 4, 3 * h // 4 + 1)}:
+        _, rows = tile_part(src, names, (a, b), output=blocks[-1].output)
+        assert rows == tile(layers, a, b, 0).in_rows, (a, b)
 
 
 def test_parts_are_content_addressed_and_shared(compiled):
