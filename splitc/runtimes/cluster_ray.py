@@ -2,8 +2,8 @@
 
 Each device is a Ray node offering a custom resource named for its slot (``ray start --address HUB:6379
 --resources '{"splitc/pi/1": 1}'`` on the second Pi); each part is an actor pinned there by a small share of that
-resource (several parts may share a device) and no CPU reservation. The hub puts a stage's inputs in the object
-store once (``ray.put``), the actors read them by reference and their outputs come back as objects. An actor
+resource (several parts may share a device) and no CPU reservation. The hub puts each part's inputs in the object
+store (``ray.put``), the actor reads them by reference and its outputs come back as an object. An actor
 that dies (its node left) fails its calls with WorkerLost, and the runner switches plans as with the TCP engine.
 
     runner = ClusterRunner("out/", engine=RayEngine("out/", address="auto"))
