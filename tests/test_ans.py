@@ -156,3 +156,27 @@ def test_ans_size_from_a_spread_subset_is_within_2_percent():
     assert sub.size <= 2 * 4096 and sub.shape[:2] == (1, 4)
     real = len(payload(C.quantize(x[2], tc), tc))
     assert abs(payload_bytes(C.quantize(sub, tc), tc, shape=x[2].shape) - real) <= 0.02 * real
+
+
+@pytest.mark.parametrize("alphabet,per_channel", [(256, True), (256, False), (16, True), (4, False)])
+def test_tables_count_each_channel_and_bits_is_the_cross_entropy(alphabet, per_channel):
+    """fit_tables and AnsModel.bits count all channels in one pass: the same numbers as one channel at a time."""
+    rng = np.random.default_rng(3)
+    q = np.stack([rng.integers(c, c + 3 + 2 * c, (2, 50)) for c in range(5)], axis=1).astype(np.uint8)  # (2, 5, 50)
+    q[0, 1, :3] = alphabet - 1 if alphabet < 256 else 255
+    if alphabet < 256:
+        q[1, 2, 0] = 200  # outside the alphabet: left out of the counts
+    entry = ans.fit_tables(q, alphabet, per_channel)
+    rows = np.moveaxis(q, 1, 0).reshape(5, -1) if per_channel else q.reshape(1, -1)
+    assert len(entry["tables"]) == len(rows)
+    for (first, counts), row in zip(entry["tables"], rows):
+        hist = np.bincount(row[row < alphabet], minlength=alphabet)
+        near = np.convolve(hist > 0, np.ones(5), "same")[:alphabet] > 0  # within 2 of a symbol seen
+        want = 2 * hist + near
+        nz = np.flatnonzero(want)
+        assert first == nz[0] and counts == want[nz[0]:nz[-1] + 1].tolist()
+    model = ans.AnsModel(entry)
+    probe = np.minimum(q, alphabet - 1)
+    p = model.probabilities(np.float32)
+    tables = np.arange(5)[None, :, None] if per_channel else np.zeros((1, 1, 1), int)
+    assert model.bits(probe) == pytest.approx(float(-np.log2(p[tables, probe]).astype(np.float64).sum()), rel=1e-6)

@@ -151,16 +151,18 @@ def candidates(model: ir.Model) -> list[ir.Value]:
 
 def _session(proto: onnx.ModelProto, lean: bool = False):
     """``lean``: no memory arena or reuse pattern (a capture session returns every candidate tensor: an arena sized
-    for that stays allocated for the whole calibration)."""
+    for that stays allocated for the whole calibration). Idle intra-op threads sleep: between runs the process
+    quantizes and codes on its main thread, which spinning threads would compete with for the cores."""
     from splitc.runtimes.ort import session
 
     if not lean:
-        return session(proto.SerializeToString(), "all")
+        return session(proto.SerializeToString(), "all", spinning=False)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 

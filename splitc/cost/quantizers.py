@@ -267,8 +267,11 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     if spec.entropy == "ans":
         from splitc.runtimes import ans
 
-        qs = [quantize(s, tc) for s in raw]  # PCA / learned: k channels
-        q = np.concatenate([a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1) for a in qs], axis=2)
+        as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)  # noqa: E731
+        if tc.basis is None and tc.encoder is None:  # elementwise: one quantize of all the samples
+            q = quantize(np.concatenate([as3(np.asarray(s)) for s in raw], axis=2), tc)
+        else:  # PCA / learned: k channels
+            q = np.concatenate([as3(quantize(s, tc)) for s in raw], axis=2)
         tc.ans = ans.fit_tables(q, 1 << spec.bits, per_channel=rank >= 2 and q.shape[1] > 1)
     return tc
 
@@ -295,7 +298,12 @@ def quantize(x: np.ndarray, tc: TensorCodec) -> np.ndarray:
     shape = tc.broadcast_shape(x.ndim)
     scale = tc.scale.reshape(shape)
     zp = tc.zero_point.reshape(shape).astype(np.float32)
-    return np.clip(np.rint(np.asarray(x, np.float32) / scale) + zp, 0, (1 << tc.bits) - 1).astype(np.uint8)
+    y = np.asarray(np.asarray(x, np.float32) / scale)  # then in place: np.clip(np.rint(y) + zp, 0, 2^bits - 1)
+    np.rint(y, out=y)
+    y += zp
+    np.maximum(y, 0, out=y)
+    np.minimum(y, (1 << tc.bits) - 1, out=y)
+    return y.astype(np.uint8)
 
 
 def dequantize(q: np.ndarray, tc: TensorCodec) -> np.ndarray:

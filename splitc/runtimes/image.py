@@ -109,16 +109,16 @@ class Norm:
 
     def to_tensor(self, pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
         """HxWxC uint8 -> the model input (batch 1, the spec's layout and dtype)."""
-        if np.dtype(_np(spec.dtype)) == np.uint8:
-            x = pixels
-        else:
-            x = pixels.astype(np.float32)
-            if self.bgr and spec.channels == 3:
-                x = x[..., ::-1]
-            mean, std = self._vectors(spec.channels)
-            x = (x / np.float32(self.scale) - mean) / std
+        x = pixels[..., ::-1] if self.bgr and spec.channels == 3 and np.dtype(_np(spec.dtype)) != np.uint8 else pixels
         x = x.transpose(2, 0, 1)[None] if spec.layout == "NCHW" else x[None]
-        return np.ascontiguousarray(x.astype(_np(spec.dtype)))
+        if np.dtype(_np(spec.dtype)) == np.uint8:
+            return np.array(x, np.uint8, order="C")  # a copy, as for floats: never a view of the caller's frame
+        x = np.ascontiguousarray(x, dtype=np.float32)  # the layout's copy, then (x / scale - mean) / std in place
+        mean, std = (v.reshape((-1, 1, 1) if spec.layout == "NCHW" else (1, 1, -1)) for v in self._vectors(spec.channels))
+        x /= np.float32(self.scale)
+        x -= mean
+        x /= std
+        return x if x.dtype == np.dtype(_np(spec.dtype)) else x.astype(_np(spec.dtype))
 
     def to_pixels(self, tensor: np.ndarray, spec: ImageSpec) -> np.ndarray:
         """The inverse of ``to_tensor`` (rounded, clipped to 0..255): HxWxC uint8."""
