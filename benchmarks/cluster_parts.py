@@ -22,12 +22,12 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from splitc.codegen.passes.cluster_split import cluster_section  # noqa: E402
-from splitc.compiler import annotate, import_model  # noqa: E402
-from splitc.cost.cluster import parse_cluster  # noqa: E402
-from splitc.partition.passes.cluster import plan_cluster  # noqa: E402
-from splitc.runtimes.ort import session  # noqa: E402
-from splitc.tools import zoo  # noqa: E402
+from splitc.codegen.passes.cluster_split import cluster_section
+from splitc.compiler import annotate, import_model
+from splitc.cost.cluster import parse_cluster
+from splitc.partition.passes.cluster import plan_cluster
+from splitc.runtimes.ort import session
+from splitc.tools import zoo
 
 
 def hub_run(out: Path, plan: dict, feeds: dict) -> dict:
