@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from importlib import resources
 
 import numpy as np
 import onnx
@@ -128,6 +129,17 @@ def test_parts_are_content_addressed_and_shared(compiled):
     assert section["plans"][0]["stages"][3]["parts"][0]["file"] == section["plans"][1]["stages"][2]["parts"][0]["file"]
     # the same tile computed for the two plans (rows [1, 9) is not [3, 4)): different parts, different files
     assert len({p["file"] for p in section["plans"][0]["stages"][0]["parts"] + section["plans"][1]["stages"][0]["parts"]}) == 5
+
+
+def test_section_follows_the_plan_schema(compiled):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((resources.files("splitc") / "schema" / "plan.schema.json").read_text())
+    _, section, _, _ = compiled
+    jsonschema.validate(section, schema["properties"]["cluster"])
+    bad = copy.deepcopy(section)
+    bad["plans"][0]["stages"][0]["parts"][0]["file"] = "../x.onnx"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema["properties"]["cluster"])
 
 
 def test_section_passes_the_runtime_checks_and_runs_on_the_cluster_runtime(compiled):
