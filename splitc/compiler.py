@@ -6,6 +6,7 @@ stages and hands the results to codegen. It is also the Python API (``splitc.com
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -14,13 +15,14 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+import splitc
 from splitc import pipeline
 from splitc.codegen.check import check_plan
 from splitc.cost.calibration_data import prepare as prepare_data
 from splitc.runtimes.accuracy import DEFAULT_BUDGET
 from splitc.codegen import emit, output
 from splitc.codegen.passes.split import SplitResult
-from splitc.codegen.plan import build_plan, io_spec
+from splitc.codegen.plan import SCHEMA, build_plan, io_spec
 from splitc.cost.bottleneck import boundary_spec
 from splitc.cost.quantizers import parse_budget, parse_codec
 from splitc.cost.targets import DeviceProfile, Link, check_tier_names, load_target, parse_links
@@ -266,3 +268,63 @@ def sweep_table(link: Link, options: CompileOptions, variants) -> dict:
         "intervals": [{"min_up_bps": iv.lo_bps, "max_up_bps": iv.hi_bps, "plan": d, "cut": p["cut"],
                        "value_at_min": iv.value_at_lo, "value_at_max": iv.value_at_hi} for d, _s, _a, p, iv in variants],
     }
+
+
+@dataclass
+class ClusterResult:
+    model: ir.Model
+    plan: dict
+    output_dir: Path | None
+    plans: object  # splitc.partition.passes.cluster.ClusterPlans
+
+
+def compile_cluster(model_path: str | Path, output_dir: str | Path | None, cluster: str | Path,
+                    input_shapes: dict[str, tuple[int, ...]] | None = None, *, force: bool = False,
+                    progress: Callable[[str], None] | None = None) -> ClusterResult:
+    """Compile ``model_path`` for the devices of ``cluster`` (a cluster.toml): import, annotate on every profile of
+    the cluster, plan exactly for every sub-multiset of its devices, write each plan's parts and plan.json
+    (its "cluster" section) to ``output_dir`` whole or not at all (``None``: plan only)."""
+    from splitc.codegen.passes.cluster_split import cluster_section
+    from splitc.cost.cluster import load_cluster
+    from splitc.partition.passes.cluster import plan_cluster
+
+    step = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    spec = load_cluster(cluster)
+    model_path = Path(model_path)
+    out = Path(output_dir) if output_dir is not None else None
+    keep = (model_path, Path(cluster))
+    if out is not None:
+        output.check_replaceable(out, force, keep)
+    step("import")
+    model = import_model(model_path, input_shapes)
+    step("annotate")
+    annotate(model, spec.profiles)
+    step("partition")
+    plans = plan_cluster(model, spec)
+    plan = {"schema": SCHEMA, "splitc_version": splitc.__version__, "kind": "cluster",
+            "model": {"path": str(model_path.resolve()), "file": model_path.name, "sha256": sha256_file(model_path),
+                      "inputs": [io_spec(v) for v in graph_inputs(model.graph)],
+                      "outputs": [io_spec(v) for v in model.graph.outputs]},
+            "cluster_file": Path(cluster).name}
+    result = ClusterResult(model, plan, out, plans)
+    step("split")
+    if out is None:
+        return result
+    tmp = None
+    try:
+        with output.signals_held():
+            tmp = output.make_temp_dir(out)
+        plan["cluster"] = cluster_section(model, plans, tmp)
+        plan["compile_s"] = round(time.perf_counter() - t0, 4)
+        step("write")
+        (tmp / "plan.json").write_text(emit.plan_text(plan))
+        output.install_dir(tmp, out, force, keep)
+    except BaseException as e:
+        if tmp is not None:
+            with output.signals_held():
+                shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise output.os_error(out, "write it", e) from None
+        raise
+    return result

@@ -47,6 +47,11 @@ def _plan_rows(plan: dict) -> tuple[list[str], list[list[str]]]:
 
 def cmd_compile(args) -> int:
     from splitc.compiler import CompileOptions, compile_model
+
+    if args.cluster:  # several devices: splitc/cli/cluster.py
+        from splitc.cli.cluster import cmd_compile_cluster
+
+        return cmd_compile_cluster(args)
     from splitc.frontend.load import parse_input_shapes
     from splitc.cost.targets import parse_quantity, parse_range, parse_seconds
 
@@ -223,7 +228,10 @@ def _same_interface(reference, plan: dict, original: Path) -> None:
 
 def cmd_run(args) -> int:
     from splitc.runtimes.ort import SplitModel, compare_outputs, session, synthetic_inputs
+    from splitc.cli.cluster import cmd_run_cluster, is_cluster_plan
 
+    if is_cluster_plan(args.dir):  # a plan for several devices (splitc compile --cluster)
+        return cmd_run_cluster(args, _load_inputs, _reference)
     model = SplitModel(args.dir, optimization=args.optimization, runtime=args.runtime)
     versus = SplitModel(args.dir, optimization=args.optimization) if args.runtime == "tvm" else None  # TVM vs onnxruntime
     plan = model.plan

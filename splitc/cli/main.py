@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--link", default="4g",
                    help="3g, 4g, wifi, or up=10Mbps,down=50Mbps,rtt=40ms[,radio=4g]; one for every adjacent pair, or one per"
                         " pair: wifi,4g (custom links separated by ';') (default: %(default)s)")
+    c.add_argument("--cluster", metavar="CLUSTER.toml",
+                   help="plan for several edge devices instead of --target/--link: the file lists the devices (profile, count,"
+                        " memory), the network and the objective; pipeline stages, data-parallel replicas, fused-layer tiles and"
+                        " channel splits are mixed per block, exactly; one plan per set of devices (README: Clusters)")
     g = c.add_argument_group("optimization (exact: an ILP over the whole graph)")
     g.add_argument("--objective", choices=OBJECTIVES, default="latency",
                    help="latency: one frame end to end; energy: device joules per frame (compute + idle while waiting + radio);"
@@ -162,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", default="2s", help="--remote: per-request connect/read timeout (default: %(default)s)")
     r.add_argument("--token-file", metavar="F", help="--remote: file holding the server's bearer token")
     r.add_argument("--ca", metavar="F", help="--remote over https: CA certificate file to verify the server with")
+    r.add_argument("--workers", action="append", metavar="SLOT=HOST:PORT,..",
+                   help="a cluster plan: the workers already started on the devices (python -m splitc.runtimes.cluster_worker"
+                        " --listen HOST:PORT --dir OUT); default: one local worker process per device")
+    r.add_argument("--threads", type=int, default=0, help="a cluster plan: onnxruntime threads per local worker (default 1)")
     r.add_argument("--inflight", type=int, default=4, help="--remote --stream: frames in flight at once (default: %(default)s)")
 
     sv = sub.add_parser("serve", help="serve the server stages of a compiled plan (and its sweep variants) under the"
