@@ -55,6 +55,28 @@ def test_a_quarter_share_gets_a_quarter_of_a_core():
     assert statistics.median(q[0] / f[0] for q, f in runs) >= 1.3, runs
 
 
+@QUOTA
+def test_real_time_shares_hold_whatever_else_runs():
+    """SCHED_RR under cpu.rt_runtime_us: each device gets its share even on a loaded machine (a CFS quota is only a
+    ceiling there), so a loop at 0.12 of a core runs ~4x slower than at 0.48."""
+    with EmulatedCluster([("big", 0.48, None, 0.0), ("small", 0.12, None, 0.0)], realtime=True) as cluster:
+        runs = [(cpu_loop(cluster, "small", 1_000_000), cpu_loop(cluster, "big", 1_000_000)) for _ in range(3)]
+        assert (cluster._groups["small"].path / "cpu.rt_runtime_us").read_text().strip() == str(round(0.12 * clusteremu.PERIOD_US))
+    small = statistics.median(cpu / wall for (wall, cpu), _ in runs)
+    big = statistics.median(cpu / wall for _, (wall, cpu) in runs)
+    assert 0.10 <= small <= 0.13 and 0.40 <= big <= 0.50, runs
+    assert 3.3 <= statistics.median(s[0] / b[0] for s, b in runs) <= 5.5, runs
+
+
+@QUOTA
+def test_real_time_shares_over_the_kernels_limit_are_one_line_and_leave_nothing():
+    cluster = EmulatedCluster([("a", 0.9, None, 0.0), ("b", 0.2, None, 0.0)], realtime=True)
+    with pytest.raises(SplitcError, match=r"real-time CPU shares add up to 1.1 of a CPU, over the kernel's 0.95") as err:
+        cluster.__enter__()
+    assert "\n" not in str(err.value)
+    assert list(CGROUP_CPU.glob(f"*{cluster.tag}*")) == []
+
+
 @SHAPE
 @QUOTA
 def test_spawned_process_lives_in_its_namespace_and_cgroup():

@@ -85,26 +85,27 @@ def transfer_seconds(sink: tuple[str, int], nbytes: int, direction: str = "up") 
 
 def profile_under_quota(share: float, models: list[str | Path], out_dir: str | Path = "out/emu_profiles",
                         threads: int = 1, runs: int = 10, warmup: int = 3, input_shapes: tuple[str, ...] = (),
-                        calibration: bool = True) -> Path:
+                        calibration: bool = True, realtime: bool = False) -> Path:
     """`splitc profile` of ``models`` run inside a cgroup with ``share`` of one core; the profile toml's path.
     Cached by share, settings, the models' bytes and splitc's profiler: a second call returns at once."""
     if cgroup_reason():
         raise SplitcError(f"profile under a CPU quota: {cgroup_reason()}")
     from splitc.tools import profiler
 
-    h = hashlib.sha256(repr((share, threads, runs, warmup, input_shapes, calibration)).encode())
+    h = hashlib.sha256(repr((share, threads, runs, warmup, input_shapes, calibration, realtime)).encode())
     for path in [*models, profiler.__file__]:
         h.update(Path(path).read_bytes())
-    out = Path(out_dir) / f"emu-{share:g}-{h.hexdigest()[:10]}.toml"
+    out = Path(out_dir) / f"emu-{share:g}{'-rt' if realtime else ''}-{h.hexdigest()[:10]}.toml"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp.toml")
-    group = CpuGroup(CGROUP_CPU / f"{PREFIX}-{os.getpid()}-0" / f"profile{share:g}", share).create()
+    group = CpuGroup(CGROUP_CPU / f"{PREFIX}-{os.getpid()}-0" / f"profile{share:g}", share, realtime).create()
     try:
         cmd = [sys.executable, "-m", "splitc", "profile", *map(str, models), "--name", f"emu{share:g}", "-o", str(tmp),
                "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--force", "-q",
-               "--description", f"emulated device: {share:g} of one core of {os.uname().nodename} (cgroup cpu quota)"]
+               "--description", f"emulated device: {share:g} of one core of {os.uname().nodename} (cgroup cpu "
+               + ("real-time runtime, SCHED_RR)" if realtime else "quota)")]
         cmd += [] if calibration else ["--no-calibration"]
         for spec in input_shapes:
             cmd += ["--input-shape", spec]

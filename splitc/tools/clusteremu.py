@@ -62,20 +62,32 @@ def _kill_pids(pids: list[int]) -> None:
 
 class CpuGroup:
     """A cgroup v1 cpu group whose processes get ``share`` of one core (``share`` > 1: several cores; None: no quota).
-    A quota is a ceiling: on a machine busy with other work a device may get less (a higher cpu.shares weight did
-    not change that on the 2-core build VM, measured), so benchmarks record the load beside their figures."""
 
-    def __init__(self, path: Path, share: float | None):
+    A CFS quota is a ceiling: on a machine busy with other work a device gets less (a higher cpu.shares weight did
+    not change that on the 2-core build VM, measured). ``realtime``: the processes run SCHED_RR in the group with
+    ``cpu.rt_runtime_us = share x cpu.rt_period_us`` (per CPU): they get their share whatever else runs, and never
+    more. The kernel admits at most sched_rt_runtime_us / sched_rt_period_us (0.95) of RT time over all groups."""
+
+    def __init__(self, path: Path, share: float | None, realtime: bool = False):
         if share is not None and not (math.isfinite(share) and 0 < share <= (os.cpu_count() or 1)):
             raise SplitcError(f"cpu share {share!r} of {path.name}: give a number in (0, {os.cpu_count()}] (cores)")
-        self.path, self.share = path, share
+        self.path, self.share, self.realtime = path, share, bool(realtime and share)
         self.period_us = max(PERIOD_US, math.ceil(1000 / share)) if share else PERIOD_US  # the smallest quota is 1 ms
         self.quota_us = round(share * self.period_us) if share else -1
 
     def create(self) -> CpuGroup:
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
-        (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        try:
+            if self.realtime:
+                reserve_rt(self.path.parent, self.share)
+                (self.path / "cpu.rt_period_us").write_text(str(PERIOD_US))
+                (self.path / "cpu.rt_runtime_us").write_text(str(round(self.share * PERIOD_US)))
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(str(self.period_us))
+                (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     def attach(self, pid: int = 0) -> None:
@@ -83,7 +95,8 @@ class CpuGroup:
 
     def wrap(self, argv: list[str]) -> list[str]:
         """``argv`` run inside the group: a shell joins it, then execs argv (no preexec_fn: safe with threads)."""
-        return ["sh", "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh", *argv]
+        rr = "chrt -r 1 " if self.realtime else ""
+        return ["sh", "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec {rr}"$@"', "sh", *argv]
 
     def pids(self) -> list[int]:
         try:
@@ -105,6 +118,23 @@ class CpuGroup:
             self.path.parent.rmdir()
         except OSError:
             pass
+
+
+def reserve_rt(parent: Path, share: float) -> None:
+    """Give the group ``parent`` RT time for one more child of ``share``, on top of what it holds."""
+    parent.mkdir(parents=True, exist_ok=True)
+    (parent / "cpu.rt_period_us").write_text(str(PERIOD_US))
+    have = int((parent / "cpu.rt_runtime_us").read_text())
+    limit = int(Path("/proc/sys/kernel/sched_rt_runtime_us").read_text()) / int(Path("/proc/sys/kernel/sched_rt_period_us").read_text())
+    want = have + math.ceil(share * PERIOD_US)
+    for _ in range(40):  # the RT time of a group removed a moment ago is released after an RCU grace period
+        try:
+            (parent / "cpu.rt_runtime_us").write_text(str(want))
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SplitcError(f"real-time CPU shares add up to {want / PERIOD_US:.3g} of a CPU, over the kernel's {limit:.2f}"
+                      " for all RT groups (less what other groups hold); lower the shares")
 
 
 def cgroup_reason() -> str | None:
@@ -155,7 +185,8 @@ class EmulatedCluster:
 
     _seq = 0
 
-    def __init__(self, devices, lan_bps: float | None = None, shape: bool | None = None):
+    def __init__(self, devices, lan_bps: float | None = None, shape: bool | None = None, realtime: bool = False,
+                 proxies_on: str | None = None):
         if not devices or len(devices) > 64:
             raise SplitcError("emulated cluster: give 1 to 64 devices")
         self.devices = {d[0]: Device(i, *d) for i, d in enumerate(devices)}
@@ -163,7 +194,9 @@ class EmulatedCluster:
             raise SplitcError("emulated cluster: device names must be unique")
         if lan_bps is not None and not (math.isfinite(lan_bps) and lan_bps > 0):
             raise SplitcError(f"emulated cluster: lan rate {lan_bps!r} must be a finite positive number")
-        self.lan_bps = lan_bps
+        self.lan_bps, self.realtime, self.proxies_on = lan_bps, realtime, proxies_on
+        if proxies_on is not None and proxies_on not in self.devices:
+            raise SplitcError(f"emulated cluster: proxies_on names no device ({proxies_on!r})")
         for d in self.devices.values():
             if d.share is not None:
                 CpuGroup(Path(d.name), d.share)  # validated before anything is made
@@ -188,7 +221,7 @@ class EmulatedCluster:
         try:
             if self.cgroups:
                 for d in self.devices.values():
-                    group = CpuGroup(CGROUP_CPU / f"{PREFIX}-{self.tag}" / d.name, d.share)
+                    group = CpuGroup(CGROUP_CPU / f"{PREFIX}-{self.tag}" / d.name, d.share, self.realtime)
                     self._groups[d.name] = group.create()
             if self.shaped:
                 with open("/tmp/splitc-emu.lock", "w") as lock:  # the subnet is picked and taken atomically
@@ -255,7 +288,12 @@ class EmulatedCluster:
         if self._namespaces:
             subprocess.run(["ip", "link", "del", f"{self._ifx}u0"], capture_output=True, check=False)
         self._namespaces.clear()
-        if self._joined:
+        if self._joined:  # every thread back to the normal scheduler, then out of the group
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+                except OSError:
+                    pass
             (CGROUP_CPU / "cgroup.procs").write_text(str(os.getpid()))
             self._joined = False
         for group in self._groups.values():
@@ -290,7 +328,8 @@ class EmulatedCluster:
 
     def _proxy(self, host: str, port: int, delay_s: float, bps: float | None) -> int:
         cmd = [sys.executable, "-m", "splitc.tools.clusteremu", "proxy", host, str(port), repr(delay_s), repr(bps or 0)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        group = self._groups.get(self.proxies_on)
+        proc = subprocess.Popen(group.wrap(cmd) if group else cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
         self._proxies.append(proc)
         line = proc.stdout.readline()
         if not line.strip().isdigit():
@@ -298,10 +337,14 @@ class EmulatedCluster:
         return int(line)
 
     def join(self, name: str) -> None:
-        """Run this process (the hub) in device ``name``'s cgroup until the cluster closes."""
-        if name in self._groups:
-            self._groups[name].attach()
+        """Run this process (the hub) in device ``name``'s cgroup until the cluster closes; real-time: this thread
+        and the threads it starts from now on run SCHED_RR (call it before starting any)."""
+        group = self._groups.get(self._device(name).name)
+        if group is not None:
+            group.attach()
             self._joined = True
+            if group.realtime:
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
 
     def kill(self, name: str) -> None:
         """The device leaves: its processes are killed at once (SIGKILL)."""
