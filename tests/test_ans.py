@@ -180,3 +180,18 @@ def test_tables_count_each_channel_and_bits_is_the_cross_entropy(alphabet, per_c
     p = model.probabilities(np.float32)
     tables = np.arange(5)[None, :, None] if per_channel else np.zeros((1, 1, 1), int)
     assert model.bits(probe) == pytest.approx(float(-np.log2(p[tables, probe]).astype(np.float64).sum()), rel=1e-6)
+
+
+@needs_ans
+def test_model_from_the_fit_codes_like_the_model_from_the_plan_lists():
+    """fit_tables hands its count array to AnsModel (no re-reading); a plan's JSON lists must give the same coder."""
+    import json
+
+    rng = np.random.default_rng(4)
+    entry = ans.fit_tables(np.concatenate([_symbols(rng) for _ in range(5)], axis=2), 256, per_channel=True)
+    from_fit, from_plan = ans.AnsModel(entry), ans.AnsModel(json.loads(json.dumps(entry)))
+    np.testing.assert_array_equal(from_fit.probabilities(), from_plan.probabilities())
+    q = _symbols(rng)
+    assert from_fit.encode(q) == from_plan.encode(q) and from_fit.bits(q) == from_plan.bits(q)
+    entry.counts = None  # dropped: the lists again
+    np.testing.assert_array_equal(ans.AnsModel(entry).probabilities(), from_plan.probabilities())

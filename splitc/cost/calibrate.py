@@ -27,7 +27,7 @@ from splitc.errors import SplitcError, SplitcWarning
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 from splitc.frontend.passes.replicable import is_replicable
-from splitc.runtimes.ans import AnsModel, available as ans_available
+from splitc.runtimes.ans import AnsModel, FittedTables, available as ans_available
 from splitc.runtimes.image import IMAGE_EXT, fit_frame, image_spec, parse_norm
 from splitc.runtimes.wire import encode, payload_size
 
@@ -347,6 +347,8 @@ class Calibration:
         for tcs in self.fitted.values():
             for tc in tcs:
                 tc.measured_bytes = int(round(float(np.mean(sizes[id(tc)]))))
+                if isinstance(tc.ans, FittedTables):
+                    tc.ans.counts = None  # the fit's count arrays served the models above; the plan needs only the lists
 
     # ---------------------------------------------------------------- accuracy, on demand
 

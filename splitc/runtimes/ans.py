@@ -46,7 +46,17 @@ def fit_tables(q: np.ndarray, alphabet: int, per_channel: bool) -> dict:
     lo = np.where(nz.any(axis=1), nz.argmax(axis=1), 0).tolist()
     hi = np.where(nz.any(axis=1), alphabet - nz[:, ::-1].argmax(axis=1), 1).tolist()
     tables = [[a, c[a:b].tolist()] for c, a, b in zip(counts, lo, hi)]
-    return {"alphabet": int(alphabet), "axis": 1 if channels else None, "tables": tables}
+    entry = FittedTables(alphabet=int(alphabet), axis=1 if channels else None, tables=tables)
+    entry.counts = counts.astype(np.float64).astype(np.float32)  # what AnsModel would read back from the lists
+    return entry
+
+
+class FittedTables(dict):
+    """``fit_tables``' plan entry (a plain dict to JSON), carrying its tables as the (tables, alphabet) float32 array
+    AnsModel keeps, so the calibration that made it builds models without reading thousands of lists back (and
+    validating what it wrote itself). ``counts = None`` drops the array; AnsModel then reads the lists."""
+
+    counts: np.ndarray | None = None
 
 
 def _row_counts(q: np.ndarray, alphabet: int) -> np.ndarray:
@@ -64,6 +74,11 @@ class AnsModel:
     """The coder's models for one tensor, built once from its plan entry (which it validates: plans are untrusted)."""
 
     def __init__(self, entry: dict):
+        self._models = None
+        if isinstance(entry, FittedTables) and entry.counts is not None:  # made in this process by fit_tables
+            self.alphabet, self.axis, self._full = entry["alphabet"], entry["axis"], entry.counts
+            self.rows = len(entry.counts)
+            return
         if not isinstance(entry, dict):
             raise AnsError("ans tables must be an object")
         alphabet, axis, tables = entry.get("alphabet"), entry.get("axis"), entry.get("tables")
