@@ -15,19 +15,27 @@ import re
 from pathlib import Path
 
 from splitc.errors import SplitcError
-from splitc.runtimes.cluster_section import MAX_SHARE, check
 from splitc.runtimes.planfile import MAX_TOTAL_BYTES, _Check
 
-__all__ = ["validate", "verify_part"]
+__all__ = ["consistent", "validate", "verify_part"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_SHARE = 1 << 16  # as splitc.runtimes.cluster_section
 
 
 def validate(section, folder: str | Path, name: str = "plan.json", model_inputs=()) -> dict:
     """``section`` if its fields are sound (cluster_section.check) and consistent; SplitcError naming the first
     field that is not. ``model_inputs``: tensor names the first stage may read besides ``tensors``."""
+    # imported here: cluster_section may import consistent()
+    from splitc.runtimes.cluster_section import check
+
     c = _Check(Path(folder), name)
     check(section, c)
+    return consistent(section, c, model_inputs)
+
+
+def consistent(section: dict, c: _Check, model_inputs=()) -> dict:
+    """The consistency checks alone, on a section whose fields' types cluster_section.check has checked."""
     tensors = {}
     for t, spec in c.obj(section.get("tensors", {}), "cluster.tensors").items():
         c.tensor({"name": t, **c.obj(spec, f"cluster.tensors.{t}")}, f"cluster.tensors.{t}", onnx_names=False)
