@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from splitc.codegen.cluster_parts import Source, channel_part, single_part
+from splitc.codegen.cluster_channels import channel_part
+from splitc.codegen.cluster_parts import Source, single_part
 from splitc.codegen.cluster_tiles import Window, tile_part, window_rows
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import session

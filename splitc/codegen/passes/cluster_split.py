@@ -5,7 +5,7 @@ Per stage of a plan (blocks [first, last) of the chain, a strategy, slots and sh
 - single: one part (the blocks' nodes) on its slot; data: the same part on every replica slot (one file);
 - spatial: slot k computes output rows [sum(shares[:k]), sum(shares[:k+1])) (axis 2) from the input rows its
   tile needs (``input_rows``: the hub sends those rows only; splitc.codegen.cluster_tiles);
-- channel: slot k computes output channels likewise (``channels``; splitc.codegen.cluster_parts.channel_part).
+- channel: slot k computes output channels likewise (``channels``; splitc.codegen.cluster_channels).
 Merges run at the hub in numpy (``merge.axis``: 2 for tiles, 1 for Conv/Gemm channels, -1 for MatMul outputs).
 
 Part files are content-addressed, ``parts/<first 16 hex digits of the sha256>.onnx`` with the full digest in the
@@ -25,13 +25,8 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from splitc.codegen.cluster_parts import (
-    Source,
-    channel_anchor,
-    channel_axis,
-    channel_part,
-    single_part,
-)
+from splitc.codegen.cluster_channels import channel_anchor, channel_axis, channel_part
+from splitc.codegen.cluster_parts import Source, single_part
 from splitc.codegen.cluster_tiles import tile_part
 from splitc.errors import SplitcError
 from splitc.partition.cluster_cost import ClusterPlan, ClusterStage
