@@ -169,24 +169,34 @@ class Planner:
         link resource, latency); the min period (then latency) under throughput, else the min latency."""
         n, spec = len(self.chain.blocks), self.spec
         deadline = spec.deadline_s if spec.objective == "throughput" and spec.deadline_s is not None else math.inf
-        bound = math.inf
-        if spec.objective == "throughput":
-            for o in opts[0]:
-                if o.last == n and all(t <= a for t, a in zip(o.take, avail)) and o.cost.latency_s <= deadline:
-                    bound = min(bound, max((o.cost.busy_s,) + o.cost.links))
+        throughput = spec.objective == "throughput"
+        bound = math.inf  # the best complete period so far: labels past it are dropped (throughput)
+        floor = [0.0] * (n + 1)  # a lower bound on the period of any plan of blocks [i, n): the busiest block's best
+        for b in reversed(range(n)):
+            best_b = min((o.cost.busy_s for row in opts[: b + 1] for o in row if o.last > b), default=math.inf)
+            floor[b] = max(floor[b + 1], best_b)
+        by_take = []
+        for row in opts:
+            groups: dict = {}
+            for o in row:
+                groups.setdefault(o.take, []).append(o)
+            by_take.append(groups)
         labels: dict = {(0, avail): [((0.0,) * (1 + len(resources(spec))), 0.0, None)]}
         for i in range(n):
             for (at, left), rows in sorted(((k, v) for k, v in labels.items() if k[0] == i), key=lambda kv: kv[0]):
-                for vec, lat, back in rows:
-                    for o in opts[i]:
-                        if any(t > a for t, a in zip(o.take, left)):
-                            continue
-                        lat2 = lat + o.cost.latency_s
-                        vec2 = (max(vec[0], o.cost.busy_s),) + tuple(a + b for a, b in zip(vec[1:], o.cost.links))
-                        if lat2 > deadline or max(vec2) > bound * (1 + _EPS):
-                            continue
-                        _insert(labels.setdefault((o.last, tuple(a - t for a, t in zip(left, o.take))), []),
-                                (vec2, lat2, (back, o)))
+                for take, group in by_take[i].items():
+                    if any(t > a for t, a in zip(take, left)):
+                        continue
+                    rest = tuple(a - t for a, t in zip(left, take))
+                    for o in group:
+                        target = labels.setdefault((o.last, rest), [])
+                        for vec, lat, back in rows:
+                            lat2 = lat + o.cost.latency_s
+                            vec2 = (max(vec[0], o.cost.busy_s),) + tuple(a + b for a, b in zip(vec[1:], o.cost.links))
+                            if lat2 > deadline or (throughput and max(max(vec2), floor[o.last]) > bound * (1 + _EPS)):
+                                continue
+                            if _insert(target, (vec2, lat2, (back, o))) and o.last == n and throughput:
+                                bound = min(bound, max(vec2))
         done = [r for (at, _), rows in labels.items() if at == n for r in rows]
         if not done:
             return []
@@ -207,14 +217,16 @@ class Planner:
         return stages
 
 
-def _insert(rows: list, label) -> None:
+def _insert(rows: list, label) -> bool:
+    """Add ``label`` to a Pareto set unless one there is as good in every component; False when it was not added."""
     vec, lat, _ = label
     key = vec + (lat,)
     for other in rows:
         if all(a <= b for a, b in zip(other[0] + (other[1],), key)):
-            return
+            return False
     rows[:] = [r for r in rows if not all(a <= b for a, b in zip(key, r[0] + (r[1],)))]
     rows.append(label)
+    return True
 
 
 def plan_all(chain: BlockChain, spec: ClusterSpec) -> dict[tuple[int, ...], ClusterPlan]:
