@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--port", type=int, default=18765)
     ap.add_argument("--no-shape", action="store_true", help="rate in the proxy even as root")
+    ap.add_argument("--no-watchdog", action="store_true", help="drop: switch only on answered frames (as before)")
     args = ap.parse_args()
     for d in args.dirs:
         shape = False if args.no_shape else None
@@ -148,12 +149,12 @@ def main() -> None:
         elif args.mode == "stream":
             res = stream_rate(d, args.frames, args.port, args.inflight, shape, args.images)
         else:
-            res = bandwidth_drop(d, args.frames, args.port, args.to, shape)
+            res = bandwidth_drop(d, args.frames, args.port, args.to, shape, not args.no_watchdog)
         print(json.dumps(res), flush=True)
 
 
 
-def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None) -> dict:
+def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None, watchdog: bool = True) -> dict:
     """A --sweep-bandwidth plan streamed over its compile link; the uplink drops to ``to_bps`` (downlink in the
     sweep's proportion) mid-stream: how long until the client runs the plan the sweep chose for the new rate."""
     from splitc.runtimes.adaptive import AdaptiveRemote
@@ -164,8 +165,8 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
     with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
         proc, _ = start_server(out, link.host, port, link.exec_prefix)
         try:
-            proxy = link.proxy(port)
-            client = AdaptiveRemote(out, f"http://127.0.0.1:{proxy.port}", timeout=60, probe_s=1.0)
+            proxy = link.proxy(port, at_server=True)  # the client's TCP sees the shaped link (its watchdog reads it)
+            client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0, watchdog=watchdog)
             feeds = synthetic_inputs(client.models[0].local.inputs, 0)
             before = [client.run(feeds) for _ in range(frames)]
             start_plan = client.intervals[client.current]["plan"]
@@ -175,11 +176,14 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
                 client.run(feeds)
                 n += 1
             switched = client.intervals[client.current]["plan"] == want
-            after = []
-            for _ in range(frames):  # on the new plan: its frames, timed
+            after, alone = [], []
+            for _ in range(frames):  # on the new plan: its frames, timed; and the same plan in process, alternately
                 t = time.perf_counter()
                 client.run(feeds)
                 after.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                client.models[client.current].local.run(feeds)
+                alone.append(time.perf_counter() - t)
             client.close()
         finally:
             stop(proc)
@@ -187,7 +191,8 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
     return {"plan": str(out), "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "start_plan": start_plan,
             "sweep_choice": want, "switched": switched, "frames_to_switch": n,
             "switch_after_ms": (sw["t"] - t0) * 1e3 if sw and switched else None, "estimated_mbps": sw["estimated_up_mbps"] if sw else None,
-            "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3, "switches": client.lines()}
+            "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3,
+            "new_plan_in_process_ms": float(np.median(alone)) * 1e3, "switches": client.lines()}
 
 
 def stream_frames(model: SplitModel, n: int, images: Path | None) -> list[dict]:

@@ -601,3 +601,51 @@ def test_a_delta_payload_without_a_stream_is_rejected(raw_plan):
         assert code == 400 and "delta frame" in json.loads(text)["error"], text
     finally:
         srv.stop()
+
+
+def test_a_bandwidth_drop_switches_while_the_frame_is_still_out(plan_dir, tmp_path):
+    """The uplink drops from 100 to 0.2 Mbit/s under a frame of ~11 KB (~0.45 s to upload now). The client sees it
+    while the frame is out (its upload's acknowledged bytes; the answer's deadline where the socket says nothing),
+    switches to the sweep's device-only plan and computes that frame here: the frame returns long before its upload
+    could have crossed, with the in-process result, and nothing is lost."""
+    from splitc.runtimes.adaptive import AdaptiveRemote
+    from splitc.serving.linkemu import Link
+
+    compile_model(plan_dir.parent / "m.onnx", tmp_path / "sweep", CompileOptions(
+        target=f"{plan_dir.parent / 'slowcam.toml'},cloud", link="up=100Mbps,down=300Mbps,rtt=5ms", sweep_bps=(0.5e6, 200e6)))
+    intervals = json.loads((tmp_path / "sweep" / "plan.json").read_text())["sweep"]["intervals"]
+    assert intervals[0]["max_up_bps"] > 0.4e6 and intervals[0]["cut"] == [], intervals  # below ~1 Mbit/s: all on the camera
+    with Link(100e6, 300e6, 0.005) as link:
+        port = free_port()
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([*link.exec_prefix, sys.executable, "-m", "splitc", "serve", str(tmp_path / "sweep"), "--host",
+                                 link.host, "--port", str(port), "--grpc-port", "0"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+        try:
+            proxy = link.proxy(port, at_server=True)
+            client = AdaptiveRemote(tmp_path / "sweep", f"http://{proxy.host}:{proxy.port}", timeout=20, backoff=(0.2, 0.5))
+            feeds = synthetic_inputs(client.models[0].local.inputs, 0)
+            want = {iv["plan"]: m.local.run(feeds).outputs["logits"] for iv, m in zip(intervals, client.models)}
+            server_plan = client.intervals[client.current]["plan"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the server starting
+                try:
+                    urllib.request.urlopen(f"http://{proxy.host}:{proxy.port}/v2/health/ready", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            while client.stats.remote < 4 and time.monotonic() < deadline:  # warm frames
+                np.testing.assert_array_equal(client.run(feeds).outputs["logits"], want[server_plan])
+                time.sleep(0.05)
+            assert client.stats.remote >= 4 and not client.switches, (client.stats.lines(), client.lines())
+            link.set_rate(0.2e6, 0.6e6)
+            t = time.perf_counter()
+            result = client.run(feeds)
+            took = time.perf_counter() - t
+            assert client.intervals[client.current]["plan"] == intervals[0]["plan"] and client.switches[-1]["in_flight"], client.lines()
+            np.testing.assert_array_equal(result.outputs["logits"], want[intervals[0]["plan"]])  # computed here, on the new plan
+            assert took < 0.3, f"{took:.3f} s: the frame waited for its upload (~0.45 s at 0.2 Mbit/s)"
+            assert "seen while a frame was out" in client.lines()[-1]
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=40)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections import Counter, deque
@@ -111,6 +112,8 @@ class RemoteSplitModel:
         self._pool: ThreadPoolExecutor | None = None
         self._encoders: dict[str, DeltaEncoder] = {}  # per up hop while a delta-coded stream runs
         self._seq = 0  # its OIP sequence_id (0: stateless requests)
+        self._last_down = 0  # bytes the last answer brought back (the adaptive client's deadline)
+        self.sending: tuple | None = None  # (client, its socket's acked bytes, time) of the last request sent
         _tritonclient()  # fail now, in one line, when the extra is missing
 
     # ---------------------------------------------------------------- connection (one kept-alive client per thread)
@@ -259,9 +262,11 @@ class RemoteSplitModel:
             x.set_data_from_numpy(np.frombuffer(payload, np.uint8), binary_data=True)
             inputs.append(x)
         outputs = [http.InferRequestedOutput(h["tensor"] + PAYLOAD_SUFFIX, binary_data=True) for h in self.segment.down]
+        client = self._client()
+        self.sending = (client, acked_bytes(getattr(client, "splitc_socket", None)), time.perf_counter())
         t = time.perf_counter()
         try:
-            response = self._client().infer(self.segment.name, inputs, outputs=outputs, headers=self.headers, sequence_id=seq)
+            response = client.infer(self.segment.name, inputs, outputs=outputs, headers=self.headers, sequence_id=seq)
         except InferenceServerException as err:
             if not (err.status() or "").isdigit():
                 self._drop_client()
@@ -309,10 +314,33 @@ class RemoteSplitModel:
 def _no_delay(client) -> None:
     """TCP_NODELAY on the client's sockets: geventhttpclient writes headers and body apart, and Nagle's algorithm
     then holds the body until the server's delayed ACK (~40 ms a request on Linux). ``after_connect`` is
-    geventhttpclient's hook for socket options; without it (another version) the client still works, slower."""
+    geventhttpclient's hook for socket options; without it (another version) the client still works, slower.
+    The socket is kept as ``client.splitc_socket`` (its acknowledged bytes: the adaptive client's uplink probe)."""
     pool = getattr(getattr(client, "_client_stub", None), "_connection_pool", None)
     if pool is not None and hasattr(pool, "after_connect"):
-        pool.after_connect = lambda sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        def after_connect(sock):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.splitc_socket = sock
+
+        pool.after_connect = after_connect
+
+
+def tcp_progress(sock) -> tuple[int, float] | None:
+    """(bytes of this TCP connection the peer has acknowledged so far, seconds since the last acknowledgement)
+    from Linux's TCP_INFO (>= 4.1: ``tcpi_last_ack_recv`` ms at byte 56, ``tcpi_bytes_acked`` at byte 120 of
+    ``struct tcp_info``); None where the platform does not say."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 136)
+    except (AttributeError, OSError):  # no socket yet, closed, or not Linux
+        return None
+    if len(info) < 128:
+        return None
+    return struct.unpack_from("=Q", info, 120)[0], struct.unpack_from("=I", info, 56)[0] / 1e3
+
+
+def acked_bytes(sock) -> int | None:
+    progress = tcp_progress(sock)
+    return None if progress is None else progress[0]
 
 
 class _Done:

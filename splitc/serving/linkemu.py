@@ -94,20 +94,36 @@ class Link:
         stats = Path(f"/sys/class/net/{self._veth}/statistics")
         return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
 
-    def proxy(self, port: int) -> "DelayProxy":
-        """A proxy on 127.0.0.1 to (host, port): delay rtt/2 each way; the rate too when the kernel does not shape."""
+    def proxy(self, port: int, at_server: bool = False) -> "DelayProxy":
+        """A proxy to (host, port): delay rtt/2 each way; the rate too when the kernel does not shape. The device
+        connects to (proxy.host, proxy.port): 127.0.0.1, or with ``at_server`` (shaped links only) the proxy listens
+        in the server's namespace, behind the shaped veth, so the device's own TCP sees the link's rate (its
+        acknowledgements come back at the pace tbf lets the bytes through, as from a real server)."""
         rates = (None, None) if self.shaped else (self.up_bps, self.down_bps)
-        p = DelayProxy((self.host, port), self.rtt_s / 2, *rates)
+        netns = self.netns if at_server and self.shaped else None
+        p = DelayProxy((self.host, port), self.rtt_s / 2, *rates, netns=netns)
         self._proxies.append(p)
         return p
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace ``name`` (setns(2); os.setns is Python >= 3.12)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(f"/var/run/netns/{name}") as f:
+        if libc.setns(f.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), f"setns into network namespace {name} failed")
 
 
 class DelayProxy:
     """TCP proxy in its own thread: every chunk is forwarded ``delay_s`` after it arrived (and, when given, no
     faster than ``bps``), in order, in each direction."""
 
-    def __init__(self, target: tuple[str, int], delay_s: float, up_bps: float | None = None, down_bps: float | None = None):
-        self.target, self.delay_s, self.rates = target, delay_s, (up_bps, down_bps)
+    def __init__(self, target: tuple[str, int], delay_s: float, up_bps: float | None = None, down_bps: float | None = None,
+                 netns: str | None = None):
+        self.target, self.delay_s, self.rates, self.netns = target, delay_s, (up_bps, down_bps), netns
+        self.host = NS_ADDR if netns else "127.0.0.1"
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -115,8 +131,10 @@ class DelayProxy:
         self._ready.wait(10)
 
     def _run(self) -> None:
+        if self.netns:
+            _enter_netns(self.netns)  # this thread only: its sockets (listening and upstream) live in the namespace
         asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, self.host, 0))
         self.port = self.server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
