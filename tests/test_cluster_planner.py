@@ -44,7 +44,7 @@ def random_chain(rnd: random.Random, nblocks: int, layers_max: int = 3) -> Block
     h, c, blocks = rnd.choice([8, 12, 16]), 3, []
     fc_from = rnd.randint(1, nblocks) if rnd.random() < 0.4 else nblocks
     for b in range(nblocks):
-        lat = lambda: (rnd.uniform(1e-3, 5e-2), rnd.uniform(1e-3, 5e-2), rnd.uniform(1e-4, 1e-3))  # noqa: E731
+        lat = lambda: (rnd.uniform(1e-3, 5e-2), rnd.uniform(1e-3, 5e-2), rnd.uniform(1e-4, 1e-3))
         if b >= fc_from:
             n_in = c * h * h if b == fc_from else c
             c = rnd.choice([16, 64])
@@ -79,7 +79,7 @@ def cases(draw):
     devices = hub + workers + server
     nblocks = draw(st.integers(1, 4 if objective == "throughput" or devices <= 2 else 3 if devices == 3 else 2))
     chain = random_chain(rnd, nblocks)
-    memory = lambda: draw(st.sampled_from([10**9, 6000, 20000]))  # noqa: E731  (6000 B: big blocks need a split)
+    memory = lambda: draw(st.sampled_from([10**9, 6000, 20000]))
     groups = [("hub", "a", hub, memory(), 1.0, None)]
     if workers:
         groups.append(("w", "b", workers, memory(), draw(st.sampled_from([1.0, 0.25])), draw(st.sampled_from([None, 2e6]))))

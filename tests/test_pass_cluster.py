@@ -13,7 +13,12 @@ from splitc.compiler import annotate, import_model
 from splitc.cost.cluster import parse_cluster
 from splitc.errors import SplitcError
 from splitc.ir import metadata as ann
-from splitc.partition.passes.cluster import ClusterPass, ClusterPlans, build_chain, plan_cluster
+from splitc.partition.passes.cluster import (
+    ClusterPass,
+    ClusterPlans,
+    build_chain,
+    plan_cluster,
+)
 from splitc.tools import zoo
 
 

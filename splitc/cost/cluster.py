@@ -27,7 +27,14 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from splitc.cost.targets import DeviceProfile, Link, check_number, load_target, parse_link, parse_quantity
+from splitc.cost.targets import (
+    DeviceProfile,
+    Link,
+    check_number,
+    load_target,
+    parse_link,
+    parse_quantity,
+)
 from splitc.errors import SplitcError
 
 MAX_DEVICES = 64  # all groups together: plans are made for every sub-multiset of them
@@ -105,6 +112,9 @@ def _check_keys(table, known: set[str], where: str) -> dict:
     return table
 
 
+_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
 def _get(table: dict, key: str, kind, where: str, default=None):
     value = table.get(key, default)
     if value is None:
@@ -112,7 +122,7 @@ def _get(table: dict, key: str, kind, where: str, default=None):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise SplitcError(f"{where}: field '{key}' must be {dict([(str, 'a string'), (int, 'an integer'), (float, 'a number'), (bool, 'true or false')])[kind]}, got {value!r}")
+        raise SplitcError(f"{where}: field '{key}' must be {_KINDS[kind]}, got {value!r}")
     return value
 
 
@@ -158,7 +168,7 @@ def _group(t: dict, i: int, base: Path, net: dict, where: str) -> DeviceGroup:
         if net["kind"] != "star":
             raise SplitcError(f"{at}: field 'rate' needs [network] kind = \"star\" (on a lan every device shares one rate)")
         rate = parse_rate(t["rate"], f"{at}: field 'rate'")
-    return DeviceGroup(name, _profile(profile, base, at), count, int(round(memory * 1e6)), share, rate,
+    return DeviceGroup(name, _profile(profile, base, at), count, round(memory * 1e6), share, rate,
                        bool(_get(t, "hub", bool, at, False)), bool(_get(t, "worker", bool, at, True)))
 
 

@@ -21,8 +21,17 @@ from dataclasses import dataclass, replace
 from splitc.cost.cluster import ClusterSpec
 from splitc.errors import SplitcError
 from splitc.partition.blocks import BlockChain
-from splitc.partition.cluster_cost import (STRATEGIES, ClusterPlan, ClusterStage, StageCost, allowed, evaluate,  # noqa: F401
-                                           resources, stage_cost, units)
+from splitc.partition.cluster_cost import (  # noqa: F401
+    STRATEGIES,
+    ClusterPlan,
+    ClusterStage,
+    StageCost,
+    allowed,
+    evaluate,
+    resources,
+    stage_cost,
+    units,
+)
 
 MAX_EXPANSIONS = 50_000  # A* states popped before falling back to plans with each device in one stage
 _EPS = 1e-12

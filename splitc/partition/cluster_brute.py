@@ -8,7 +8,13 @@ import itertools
 from splitc.cost.cluster import ClusterSpec
 from splitc.partition.blocks import BlockChain
 from splitc.partition.cluster import full_counts
-from splitc.partition.cluster_cost import STRATEGIES, ClusterPlan, allowed, evaluate, units
+from splitc.partition.cluster_cost import (
+    STRATEGIES,
+    ClusterPlan,
+    allowed,
+    evaluate,
+    units,
+)
 
 _EPS = 1e-12
 

@@ -85,7 +85,7 @@ def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tupl
     for g, n in zip(spec.groups, counts):
         per_byte = 8.0 / (spec.rate_bps if spec.network == "lan" else min(hub_rate, g.rate_bps))
         send, recv = ("lan", "lan") if spec.network == "lan" else ("send", "recv")
-        common = dict(profile=profile(g.profile.name), speed=g.cpu_share, memory=float(g.memory_bytes))
+        common = {"profile": profile(g.profile.name), "speed": g.cpu_share, "memory": float(g.memory_bytes)}
         first = 0
         if g.hub:
             if n >= 1 and g.worker:

@@ -8,6 +8,7 @@ so any topological order finds every cut). A cut is never placed between a kerne
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -58,7 +59,7 @@ def _geometry(node: ir.Node, x: ir.Value, y: ir.Value) -> dict | None:
     xs, ys = static_dims(x), static_dims(y)
     if xs is None or ys is None or len(xs) != 4 or len(ys) != 4:
         return None
-    g = dict(in_h=xs[2], out_h=ys[2])
+    g = {"in_h": xs[2], "out_h": ys[2]}
     op = node.op_type
     if op == "Conv" or op in POOLS:
         w = static_dims(node.inputs[1]) if op == "Conv" and len(node.inputs) > 1 and node.inputs[1] is not None else None
@@ -144,7 +145,7 @@ def build_chain(model: ir.Model, profiles: tuple[DeviceProfile, ...]) -> BlockCh
     cuts.append(len(nodes))
     peaks.append(peak)
     blocks = []
-    for b, (s, e) in enumerate(zip(cuts, cuts[1:])):
+    for b, (s, e) in enumerate(itertools.pairwise(cuts)):
         ins = first_inputs if b == 0 else (cut_tensors[b - 1],)
         outs = tuple(graph.outputs) if e == len(nodes) else (cut_tensors[b],)
         layers = tuple(_layer(nodes[k], dyn[k], used[k], profiles) for k in range(s, e))
