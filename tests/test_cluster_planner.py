@@ -105,7 +105,7 @@ def assert_optimal(plan, best, objective):
         assert plan.latency_s <= best.latency_s * (1 + 1e-9)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_planner_equals_brute_force(case):
     chain, spec = case
@@ -172,6 +172,23 @@ def test_memory_is_a_hard_limit_and_devices_are_reused_under_latency():
     assert tight.latency_s > slow.latency_s
     assert all(used <= need for _, used in tight.memory_bytes)
     assert len({s for st_ in tight.stages for s in st_.slots}) > 1
+
+
+def test_a_search_too_large_falls_back_to_one_stage_per_device(monkeypatch):
+    """Past MAX_EXPANSIONS states the latency search gives the best plan with each device in one stage, marked
+    inexact: still a valid plan (the evaluator prices it), never better than the optimum."""
+    rnd = random.Random(3)
+    chain = random_chain(rnd, 3)
+    spec = make_spec([("hub", "a", 1, 10**9, 1.0, None), ("w", "b", 2, 10**9, 1.0, None)], rate=1e8)
+    exact = Planner(chain, spec).solve(full_counts(spec))
+    monkeypatch.setattr("splitc.partition.cluster.MAX_EXPANSIONS", 0)
+    fallback = Planner(chain, spec).solve(full_counts(spec))
+    assert exact.exact and not fallback.exact
+    assert fallback.latency_s >= exact.latency_s * (1 - 1e-12)
+    slots = [s for st_ in fallback.stages for s in st_.slots]
+    assert len(slots) == len(set(slots))
+    assert evaluate(chain, spec, full_counts(spec), [(s.first, s.last, s.strategy, s.slots) for s in fallback.stages],
+                    exact=False) == fallback
 
 
 def test_plans_for_every_sub_multiset_and_the_smallest_memory_that_fits():
