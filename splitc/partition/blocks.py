@@ -8,7 +8,7 @@ its H geometry for spatial tiles, its output channels and weight bytes for chann
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,13 @@ class Block:
 class BlockChain:
     profiles: tuple[str, ...]  # profile names, the index of Layer.latency_s
     blocks: tuple[Block, ...]
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # the planner asks the same ranges often
 
     def latency_s(self, first: int, last: int, profile: int) -> float:
-        return sum(layer.latency_s[profile] for b in self.blocks[first:last] for layer in b.layers)
+        key = ("latency", first, last, profile)
+        if key not in self._memo:
+            self._memo[key] = sum(layer.latency_s[profile] for b in self.blocks[first:last] for layer in b.layers)
+        return self._memo[key]
 
     def weight_bytes(self, first: int, last: int) -> int:
         return sum(b.weight_bytes for b in self.blocks[first:last])
@@ -80,7 +84,17 @@ class BlockChain:
         return max(b.peak_bytes for b in self.blocks[first:last])
 
     def layers(self, first: int, last: int) -> list[Layer]:
-        return [layer for b in self.blocks[first:last] for layer in b.layers]
+        key = ("layers", first, last)
+        if key not in self._memo:
+            self._memo[key] = [layer for b in self.blocks[first:last] for layer in b.layers]
+        return self._memo[key]
+
+    def tile(self, first: int, last: int, a: int, b: int, profile: int) -> Tile:
+        """:func:`tile` of output rows [a, b) of blocks [first, last) (memoized)."""
+        key = ("tile", first, last, a, b, profile)
+        if key not in self._memo:
+            self._memo[key] = tile(self.layers(first, last), a, b, profile)
+        return self._memo[key]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from splitc.cost.cluster import SERVER, ClusterSpec
 from splitc.errors import SplitcError
-from splitc.partition.blocks import BlockChain, proportional, tile
+from splitc.partition.blocks import BlockChain, proportional
 
 STRATEGIES = ("single", "data", "spatial", "channel")
 
@@ -153,7 +153,7 @@ def _parts(chain: BlockChain, first: int, last: int, strategy: str, us: list[Uni
             return None
         out, a = [], 0
         for u, r in zip(us, rows):
-            t = tile(layers, a, a + r, u.profile)
+            t = chain.tile(first, last, a, a + r, u.profile)
             out.append((Part(t.seconds / u.speed, t.in_bytes, t.out_bytes, 1.0, r), w, t.peak_bytes))
             a += r
         return out
