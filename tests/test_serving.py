@@ -649,3 +649,61 @@ def test_a_bandwidth_drop_switches_while_the_frame_is_still_out(plan_dir, tmp_pa
         finally:
             proc.terminate()
             proc.wait(timeout=40)
+
+
+def camera_frame(seed: int, h: int = 80, w: int = 96) -> np.ndarray:
+    """A smooth HxWx3 uint8 picture (gradients and a disc): what a camera sees, not noise."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    disc = ((y - h / 2 - 8 * seed) ** 2 + (x - w / 3) ** 2 < (h / 4) ** 2) * 90.0
+    rgb = np.stack([x * 255 / w, y * 255 / h, 128 + 40 * np.sin((x + y + 10 * seed) / 9)], axis=-1) + disc[..., None]
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def test_camera_frames_through_splitc_run_remote_and_tritonclient_agree(server, plan_dir, tmp_path):
+    """Camera frames (the plan's JPEG input codec) through RemoteSplitModel.run_image, through `splitc run --remote
+    --input DIR`, and through tritonclient (an independent OIP client) sending the same frame, as the JPEG payload
+    and as plain FP32 tensors: every output is bit for bit the in-process split run's."""
+    import tritonclient.http as http
+    from PIL import Image
+
+    from splitc.runtimes.image import frame_feeds
+
+    local = SplitModel(plan_dir)
+    seg = Segment(local.plan)
+    hop = seg.up[0]
+    assert seg.is_image(hop) and hop["codec"].startswith("jpeg"), hop["codec"]
+    remote = RemoteSplitModel(plan_dir, server.url, token=TOKEN, local=local)
+    client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for seed in range(2):
+        frame = camera_frame(seed)
+        want = local.run_image(frame)
+        got = remote.run_image(frame)
+        assert "round_trip" in got.seconds and got.bytes_up == want.bytes_up  # the frame's own JPEG, not rebuilt
+        np.testing.assert_array_equal(got.outputs["logits"], want.outputs["logits"])
+        # tritonclient: the payload the device sends (binary data extension), then the decoded frame as FP32
+        feeds, frames = frame_feeds(local.images, frame, local.inputs)
+        payload = seg.encode(hop, feeds, frames[hop["tensor"]])
+        x = http.InferInput(hop["tensor"] + PAYLOAD_SUFFIX, [len(payload)], "UINT8")
+        x.set_data_from_numpy(np.frombuffer(payload, np.uint8), binary_data=True)
+        res = client.infer(seg.name, [x], headers=dict(auth),  # (tritonclient writes into the dict it is given)
+                           outputs=[http.InferRequestedOutput(seg.down[0]["tensor"] + PAYLOAD_SUFFIX)])
+        answer = seg.decode(seg.down[0], res.as_numpy(seg.down[0]["tensor"] + PAYLOAD_SUFFIX).tobytes())
+        np.testing.assert_array_equal(answer["logits"], got.outputs["logits"])
+        pixels = seg.decode(hop, payload)[hop["tensor"]]  # what the server computes on, as any client may send it
+        for binary in (False, True):
+            x = http.InferInput(hop["tensor"], list(pixels.shape), "FP32")
+            x.set_data_from_numpy(pixels, binary_data=binary)
+            res = client.infer(seg.name, [x], headers=dict(auth), outputs=[http.InferRequestedOutput("logits", binary_data=binary)])
+            np.testing.assert_array_equal(res.as_numpy("logits"), got.outputs["logits"])
+        Image.fromarray(frame).save(tmp_path / f"frame{seed}.png")
+    list(remote.stream([synthetic_inputs(local.inputs, s) for s in range(4)], inflight=3))
+    assert remote.headers == auth  # never handed to tritonclient, which writes each request's header length into it:
+    remote.close()  # threads in flight would send one another's (a 400 when the JSON lengths differ)
+    (tmp_path / "token").write_text(TOKEN)
+    proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(plan_dir), "--remote", server.url, "--token-file",
+                           str(tmp_path / "token"), "--input", str(tmp_path), "--json", "--no-compare"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["via_server"] == 2 and report["same_as_in_process"] and report["lost"] == 0, report

@@ -250,7 +250,7 @@ def cmd_run(args) -> int:
     if args.remote:  # the server stages behind an OIP server (splitc serve); splitc/cli/serving.py
         from splitc.cli.serving import cmd_run_remote
 
-        return cmd_run_remote(args, samples, reference)
+        return cmd_run_remote(args, samples, reference, frames if not args.stream else [])
     runs, checks, vs_ort, pairs = [], [], [], []
     for k, feeds in enumerate(samples):
         res = model.run_image(frames[k]) if frames and not args.stream else model.run(feeds)

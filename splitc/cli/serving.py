@@ -54,8 +54,9 @@ def cmd_serve(args) -> int:
                  threads=args.threads, echo=lambda line: print(line, flush=True))
 
 
-def cmd_run_remote(args, samples: list[dict], reference) -> int:
-    """The frames through the server at --remote; each frame the server cannot answer is computed here."""
+def cmd_run_remote(args, samples: list[dict], reference, frames: list[dict] | None = None) -> int:
+    """The frames through the server at --remote; each frame the server cannot answer is computed here. ``frames``:
+    the camera's uint8 frames of --input images (sent as they are, compressed per plan.json), one per sample."""
     from splitc.runtimes.ort import compare_outputs
     from splitc.runtimes.remote import RemoteSplitModel
 
@@ -75,14 +76,14 @@ def cmd_run_remote(args, samples: list[dict], reference) -> int:
             pairs = [(feeds, r, model) for feeds, r in zip(samples, runs)]
         else:
             pairs = []
-            for feeds in samples:
-                runs.append(model.run(feeds))
-                pairs.append((feeds, runs[-1], model.last))
+            for k, feeds in enumerate(samples):
+                runs.append(model.run_image(frames[k]) if frames else model.run(feeds))
+                pairs.append((frames[k] if frames else feeds, runs[-1], model.last))
     finally:
         model.close()
     # the network must not change a thing: every frame the server answered equals the in-process split run
-    same = all(np.array_equal(r.outputs[k], v) for feeds, r, used in pairs if "round_trip" in r.seconds
-               for k, v in used.local.run(feeds).outputs.items())
+    same = all(np.array_equal(r.outputs[k], v) for x, r, used in pairs if "round_trip" in r.seconds
+               for k, v in (used.local.run_image(x) if frames else used.local.run(x)).outputs.items())
     checks = []
     if reference is not None:
         names = [o.name for o in reference.get_outputs()]

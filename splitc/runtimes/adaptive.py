@@ -119,6 +119,22 @@ class AdaptiveRemote:
         self.frame += 1
         return result
 
+    def run_image(self, image) -> RunResult:
+        """``run`` on a camera frame (``RemoteSplitModel.run_image``): an image input crosses as this frame."""
+        from splitc.runtimes.image import frame_feeds
+
+        local = self.models[0].local
+        feeds, frames = frame_feeds(local.images, image, local.inputs)
+        for m in self.models:
+            m._frames = frames
+        try:
+            result = self.run(feeds)
+        finally:
+            for m in self.models:
+                m._frames = {}
+        result.inputs = feeds
+        return result
+
     def _deadline(self, model: RemoteSplitModel, bytes_up: int) -> tuple[float, float, float] | None:
         """(seconds after sending by which the answer is due if the link still runs at the current plan's
         lowest rate less the hysteresis, the server time and the bits it assumes); None: no plan is meant for a slower link."""

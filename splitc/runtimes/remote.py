@@ -114,6 +114,7 @@ class RemoteSplitModel:
         self._seq = 0  # its OIP sequence_id (0: stateless requests)
         self._last_down = 0  # bytes the last answer brought back (the adaptive client's deadline)
         self.sending: tuple | None = None  # (client, its socket's acked bytes, time) of the last request sent
+        self._frames: dict[str, np.ndarray] = {}  # the uint8 frames of the current run_image call
         _tritonclient()  # fail now, in one line, when the extra is missing
 
     # ---------------------------------------------------------------- connection (one kept-alive client per thread)
@@ -154,6 +155,20 @@ class RemoteSplitModel:
     # ---------------------------------------------------------------- one frame
     def run(self, feeds: dict[str, np.ndarray]) -> RunResult:
         return self._finish(feeds, self._start(feeds, threaded=False))
+
+    def run_image(self, image) -> RunResult:
+        """Run on a frame as a camera has it (a path, an HxW[xC] uint8 array, or a dict of them per input), like
+        ``SplitModel.run_image``: an image input that crosses is sent as this frame compressed (JPEG per plan.json),
+        not rebuilt from the normalized tensor. ``result.inputs`` holds the feeds it made."""
+        from splitc.runtimes.image import frame_feeds
+
+        feeds, self._frames = frame_feeds(self.local.images, image, self.local.inputs)
+        try:
+            result = self.run(feeds)
+        finally:
+            self._frames = {}
+        result.inputs = feeds
+        return result
 
     def stream(self, frames, inflight: int | None = None, delta: bool = True, key_interval: int = 30):
         """Results of ``frames`` in order, with up to ``inflight`` frames' requests in flight while the device
@@ -204,7 +219,7 @@ class RemoteSplitModel:
     def _encode(self, hop: dict, store: dict) -> bytes:
         encoder = self._encoders.get(hop["tensor"])
         if encoder is None:
-            return self.segment.encode(hop, store)
+            return self.segment.encode(hop, store, self._frames.get(hop["tensor"]))
         return encoder.encode({w["name"]: store[w["name"]] for w in hop["wire"]})
 
     def _finish(self, feeds, started) -> RunResult:
@@ -266,7 +281,9 @@ class RemoteSplitModel:
         self.sending = (client, acked_bytes(getattr(client, "splitc_socket", None)), time.perf_counter())
         t = time.perf_counter()
         try:
-            response = client.infer(self.segment.name, inputs, outputs=outputs, headers=self.headers, sequence_id=seq)
+            # a copy: tritonclient writes this request's Inference-Header-Content-Length into the dict it is given,
+            # and requests in flight on other threads would send one another's
+            response = client.infer(self.segment.name, inputs, outputs=outputs, headers=dict(self.headers or {}), sequence_id=seq)
         except InferenceServerException as err:
             if not (err.status() or "").isdigit():
                 self._drop_client()
@@ -286,7 +303,11 @@ class RemoteSplitModel:
 
     def _fallback(self, feeds, failure: RemoteFailure | str | None, frame: int | None = None) -> RunResult:
         t = time.perf_counter()
-        result = self.local.run(feeds)
+        self.local._frames = self._frames  # a camera frame is computed from the same compressed frame as remotely
+        try:
+            result = self.local.run(feeds)
+        finally:
+            self.local._frames = {}
         for encoder in self._encoders.values():  # the server may lack this frame: the next one sent is a key frame
             if frame is None or encoder.last_key <= frame:  # (unless one was sent after it already)
                 encoder.request_key()

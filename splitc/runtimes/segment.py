@@ -108,8 +108,9 @@ class Segment:
 
         self.images = input_records(plan)  # image inputs cross as compressed frames
 
-    def encode(self, hop: dict, store: dict) -> bytes:
-        return encode_hop(hop, store, self.fingerprint, self.images)
+    def encode(self, hop: dict, store: dict, frame=None) -> bytes:
+        """``frame``: an image input's uint8 frame as the camera had it (sent as it is, not rebuilt from the tensor)."""
+        return encode_hop(hop, store, self.fingerprint, self.images, frame)
 
     def decode(self, hop: dict, payload: bytes) -> dict[str, np.ndarray]:
         return decode_hop(hop, payload, self.fingerprint, self.images)
