@@ -17,6 +17,7 @@ import pytest
 
 from splitc.codegen.cluster_parts import Source
 from splitc.codegen.cluster_tiles import tile_part
+from splitc.codegen.output import current_umask
 from splitc.codegen.passes.cluster_split import cluster_section
 from splitc.compiler import annotate, import_model
 from splitc.cost.cluster import parse_cluster
@@ -124,6 +125,7 @@ def test_parts_are_content_addressed_and_shared(compiled):
     assert {f"parts/{f.name}" for f in (out / "parts").iterdir()} == files  # nothing else written, nothing missing
     for p in parts:
         assert p["file"] == f"parts/{p['sha256'][:16]}.onnx"
+        assert (out / p["file"]).stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
     data = section["plans"][0]["stages"][2]["parts"]
     assert data[0]["file"] == data[1]["file"]  # replicas: one file
     assert section["plans"][0]["stages"][3]["parts"][0]["file"] == section["plans"][1]["stages"][2]["parts"][0]["file"]

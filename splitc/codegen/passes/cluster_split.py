@@ -28,6 +28,7 @@ import onnx_ir as ir
 from splitc.codegen.cluster_channels import channel_anchor, channel_axis, channel_part
 from splitc.codegen.cluster_parts import Source, single_part
 from splitc.codegen.cluster_tiles import tile_part
+from splitc.codegen.output import current_umask
 from splitc.errors import SplitcError
 from splitc.partition.cluster_cost import ClusterPlan, ClusterStage
 from splitc.partition.passes.cluster import ClusterPlans
@@ -62,6 +63,8 @@ class _Writer:
             if not path.exists():
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
                 try:
+                    if hasattr(os, "fchmod"):  # mkstemp made it 0600; outputs follow the umask
+                        os.fchmod(fd, 0o666 & ~current_umask())
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                     os.replace(tmp, path)
