@@ -707,3 +707,40 @@ def test_camera_frames_through_splitc_run_remote_and_tritonclient_agree(server, 
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["via_server"] == 2 and report["same_as_in_process"] and report["lost"] == 0, report
+
+
+def test_stream_overlaps_frames_in_flight_over_a_slow_link(raw_plan):
+    """Through an emulated link with a 0.2 s RTT, K frames in flight take about 1/K of the time one at a time takes
+    (the RTT overlaps), results still in order and each the in-process one; delta-coded (a static scene)."""
+    from splitc.serving.linkemu import Link
+
+    with Link(50e6, 50e6, 0.2) as link:
+        port = free_port()
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([*link.exec_prefix, sys.executable, "-m", "splitc", "serve", str(raw_plan), "--host", link.host,
+                                 "--port", str(port), "--grpc-port", "0"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+        try:
+            proxy = link.proxy(port)
+            local = SplitModel(raw_plan)
+            remote = RemoteSplitModel(raw_plan, f"http://127.0.0.1:{proxy.port}", timeout=20, local=local, backoff=(0.2, 0.5))
+            frames = [synthetic_inputs(local.inputs, s) for s in range(6)]
+            want = [local.run(f).outputs["logits"] for f in frames]
+            deadline = time.monotonic() + 60
+            while remote.stats.remote == 0 and time.monotonic() < deadline:  # the server starting: frames go local
+                remote.run(frames[0])
+                time.sleep(0.2)
+            list(remote.stream(frames[:3], inflight=3))  # three connections open
+            before = remote.stats.local
+            took = {}
+            for k in (1, 3):
+                t = time.perf_counter()
+                results = list(remote.stream(frames, inflight=k))
+                took[k] = time.perf_counter() - t
+                for r, w in zip(results, want):
+                    np.testing.assert_array_equal(r.outputs["logits"], w)
+            assert remote.stats.local == before, remote.stats.lines()  # every timed frame went through the server
+            assert took[1] > 6 * 0.2 and took[3] < 0.6 * took[1], took
+            remote.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=40)
