@@ -336,7 +336,8 @@ class Calibration:
             got = dict(zip(measured + self.out_names, self._capture.run(measured + self.out_names, feeds)))
             self.reference.append([got[o] for o in self.out_names])
             for n in measured:
-                sub = spread_subset(got[n])  # ans sizes from the code length of a subset: no need to code it all
+                sub = np.ascontiguousarray(spread_subset(got[n]))  # ans sizes from the code length of a subset (one
+                #                                                    copy: every codec reads it)
                 for tc in self.fitted[n]:
                     if tc.ans is not None and ans_available() and tc.basis is None:
                         size = payload_bytes(C.quantize(sub, tc), tc, models.get(id(tc)), shape=got[n].shape)
