@@ -137,3 +137,19 @@ def test_cli_compile_and_run_int4_channel(tmp_path, capsys):
     assert main(["run", str(out), "--samples", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pass"] and report["bytes_up"] < 12 * 28 * 28 // 2 + 200
+
+
+def test_delta_encoder_sends_a_key_frame_when_the_delta_codes_larger():
+    """A scene cut: the difference of two unrelated frames codes larger than the new frame (smooth); with smaller=True
+    the encoder sends the frame as a key frame, which any decoder takes."""
+    smooth = np.tile(np.arange(100, dtype=np.uint8), (2, 1))
+    noise = np.random.default_rng(0).integers(0, 256, (2, 100)).astype(np.uint8)
+    for smaller, key_sent in ((False, False), (True, True)):
+        enc = DeltaEncoder(plan="p", smaller=smaller)
+        dec = DeltaDecoder({"q": ("uint8", (2, 100))}, plan="p")
+        dec.decode(enc.encode({"q": noise}))
+        cut = enc.encode({"q": smooth})
+        np.testing.assert_array_equal(dec.decode(cut)["q"], smooth)
+        assert (enc.last_key == 1) is key_sent
+        if key_sent:  # a key frame: a decoder that never saw the stream takes it
+            np.testing.assert_array_equal(DeltaDecoder({"q": ("uint8", (2, 100))}, plan="p").decode(cut)["q"], smooth)

@@ -29,8 +29,11 @@ def _mask(bits: int) -> np.uint8:
 
 class DeltaEncoder:
     def __init__(self, bits: dict[str, int] | None = None, key_interval: int = 30, plan: str | None = None, level: int = 3,
-                 entropy: str | dict[str, str] = "zstd"):
+                 entropy: str | dict[str, str] = "zstd", smaller: bool = False):
+        """``smaller``: a delta frame that codes larger than the frame itself (a scene cut, unrelated frames) is sent
+        as a key frame instead (both are coded: one more zstd pass per frame)."""
         self.bits = dict(bits or {})
+        self.smaller = smaller
         self.key_interval = max(1, key_interval)
         self.plan, self.level, self.entropy = plan, level, entropy
         self.frame = -1
@@ -59,8 +62,15 @@ class DeltaEncoder:
                 send[name] = arr
             if arr.dtype == np.uint8:
                 self.prev[name] = arr.copy()
-        return encode(send, self.level, bits=self.bits, plan=self.plan, entropy=self.entropy, frame=self.frame, key=key,
-                      delta=delta)
+        payload = encode(send, self.level, bits=self.bits, plan=self.plan, entropy=self.entropy, frame=self.frame, key=key,
+                         delta=delta)
+        if delta and self.smaller:
+            whole = encode({n: np.asarray(a) for n, a in tensors.items()}, self.level, bits=self.bits, plan=self.plan,
+                           entropy=self.entropy, frame=self.frame, key=True)
+            if len(whole) < len(payload):
+                self.last_key = self.frame
+                return whole
+        return payload
 
 
 class DeltaDecoder:

@@ -185,7 +185,8 @@ class RemoteSplitModel:
             for hop in self.segment.up:
                 if not self.segment.is_image(hop):
                     bits, entropy, _ = hop_codec(hop)
-                    self._encoders[hop["tensor"]] = DeltaEncoder(bits, key_interval, self.segment.fingerprint, entropy=entropy)
+                    self._encoders[hop["tensor"]] = DeltaEncoder(bits, key_interval, self.segment.fingerprint, entropy=entropy,
+                                                                 smaller=True)
         pending: deque = deque()
         try:
             for feeds in frames:
