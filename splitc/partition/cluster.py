@@ -89,8 +89,9 @@ class Planner:
             out.append(counts[-1])
         return tuple(out)
 
-    def solve(self, counts: tuple[int, ...], memory_bytes: float | None = None) -> ClusterPlan | None:
-        """The best plan of the sub-multiset ``counts``; ``memory_bytes``: every device's memory instead of its own."""
+    def solve(self, counts: tuple[int, ...], memory_bytes: float | None = None, bound: float = math.inf) -> ClusterPlan | None:
+        """The best plan of the sub-multiset ``counts``; ``memory_bytes``: every device's memory instead of its own;
+        ``bound``: throughput, a period some plan of these devices is known to reach (a smaller set's best)."""
         avail, spec = self.avail(counts), self.spec
         if memory_bytes is not None:
             spec = replace(spec, groups=tuple(replace(g, memory_bytes=memory_bytes) for g in spec.groups))
@@ -101,7 +102,7 @@ class Planner:
             stages = self._astar(opts, avail, memory)
             if stages is not None:
                 return self._merged(spec, counts, stages) if stages else None
-        stages = self._pareto(opts, avail)
+        stages = self._pareto(opts, avail, bound)
         return evaluate(self.chain, spec, counts, stages, spec.objective == "throughput") if stages else None
 
     def _merged(self, spec, counts, stages) -> ClusterPlan | None:
@@ -173,13 +174,13 @@ class Planner:
                                           (path, (o.first, o.last, o.strategy, slots))))
         return []
 
-    def _pareto(self, opts: list[list[Option]], avail):
+    def _pareto(self, opts: list[list[Option]], avail, bound: float = math.inf):
         """Each device in at most one stage: the Pareto set per (block, devices left) of (busiest device, busy per
         link resource, latency); the min period (then latency) under throughput, else the min latency."""
         n, spec = len(self.chain.blocks), self.spec
         deadline = spec.deadline_s if spec.objective == "throughput" and spec.deadline_s is not None else math.inf
         throughput = spec.objective == "throughput"
-        bound = math.inf  # the best complete period so far: labels past it are dropped (throughput)
+        # ``bound``: the best complete period so far; labels past it are dropped (throughput)
         floor = [0.0] * (n + 1)  # a lower bound on the period of any plan of blocks [i, n): the busiest block's best
         for b in reversed(range(n)):
             best_b = min((o.cost.busy_s for row in opts[: b + 1] for o in row if o.last > b), default=math.inf)
@@ -201,7 +202,10 @@ class Planner:
                         target = labels.setdefault((o.last, rest), [])
                         for vec, lat, back in rows:
                             lat2 = lat + o.cost.latency_s
-                            vec2 = (max(vec[0], o.cost.busy_s),) + tuple(a + b for a, b in zip(vec[1:], o.cost.links))
+                            # the busiest device so far counts only above the floor of what is left (every plan
+                            # of the rest has a stage at least that busy): labels below it tie and dominate
+                            vec2 = (max(vec[0], o.cost.busy_s, floor[o.last] if throughput else 0.0),) \
+                                + tuple(a + b for a, b in zip(vec[1:], o.cost.links))
                             if lat2 > deadline or (throughput and max(max(vec2), floor[o.last]) > bound * (1 + _EPS)):
                                 continue
                             if _insert(target, (vec2, lat2, (back, o))) and o.last == n and throughput:
@@ -242,9 +246,10 @@ def plan_all(chain: BlockChain, spec: ClusterSpec) -> dict[tuple[int, ...], Clus
     """The best plan of every sub-multiset of the devices that keeps the hub, keyed by devices per group (then the
     server: 0 or 1); sub-multisets where nothing fits are left out. Nothing fits the whole cluster: a one-line error."""
     planner = Planner(chain, spec)
-    plans = {}
-    for counts in count_vectors(spec):
-        if sum(planner.avail(counts)) and (p := planner.solve(counts)) is not None:
+    plans: dict[tuple[int, ...], ClusterPlan] = {}
+    for counts in count_vectors(spec):  # every smaller set comes first: its best plan is a plan of this set too
+        known = min((p.period_s for c, p in plans.items() if all(a <= b for a, b in zip(c, counts))), default=math.inf)
+        if sum(planner.avail(counts)) and (p := planner.solve(counts, bound=known)) is not None:
             plans[counts] = p
     if full_counts(spec) not in plans:
         raise nothing_fits(planner)
