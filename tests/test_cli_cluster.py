@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import onnx
 import pytest
 
@@ -56,6 +57,8 @@ def test_compile_then_run_on_local_workers_matches_the_original(folder):
     used = {slot for s in best["stages"] for slot in s["slots"]}
     assert len(used) > 1, best  # a gigabit LAN: the planner spreads the conv chain over several Pis
     assert summary["plans"] == 3  # one plan per device count 1..3 (one group)
+    schema = json.loads((Path(__file__).parents[1] / "splitc" / "schema" / "plan.schema.json").read_text())
+    jsonschema.validate(json.loads((folder / "out" / "plan.json").read_text()), schema)
     r = splitc("run", "out", "--samples", "3", "--json", cwd=folder)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
