@@ -572,6 +572,8 @@ def test_remote_delta_stream_resyncs_after_a_failed_frame(raw_plan, inflight):
         assert up[resync] > key / 2 and resync in remote_frames, (up, remote_frames)
         assert remote_frames == [i for i in range(12) if not 3 <= i < resync], remote_frames
         assert all(b < key / 4 for b in up[resync + 1:]), up  # and deltas again
+        assert (remote.stats.key_frames, remote.stats.delta_frames) == (2, 10), remote.stats.lines()  # frame 0, the resync
+        assert "10 frame(s) sent as differences, 2 whole" in "\n".join(remote.stats.lines())
         remote.close()
     finally:
         srv.stop()
@@ -649,6 +651,7 @@ def test_a_bandwidth_drop_switches_while_the_frame_is_still_out(plan_dir, tmp_pa
         finally:
             proc.terminate()
             proc.wait(timeout=40)
+            log.close()
 
 
 def camera_frame(seed: int, h: int = 80, w: int = 96) -> np.ndarray:
@@ -744,3 +747,4 @@ def test_stream_overlaps_frames_in_flight_over_a_slow_link(raw_plan):
         finally:
             proc.terminate()
             proc.wait(timeout=40)
+            log.close()

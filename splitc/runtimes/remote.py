@@ -79,9 +79,13 @@ class RemoteStats:
     round_trip_s: list[float] = field(default_factory=list)  # per remote frame: request sent -> answer read
     server_s: list[float] = field(default_factory=list)  # per remote frame: decode + compute + encode on the server
     fallback_s: list[float] = field(default_factory=list)  # per local frame: its full local computation
+    delta_frames: int = 0  # frames sent (stream) as differences to the frame before
+    key_frames: int = 0  # frames sent whole in a delta-coded stream (the first, every key_interval-th, resyncs)
 
     def lines(self) -> list[str]:
         out = [f"{self.remote} frame(s) via the server, {self.local} computed locally, 0 lost"]
+        if self.delta_frames or self.key_frames:
+            out.append(f"delta coding: {self.delta_frames} frame(s) sent as differences, {self.key_frames} whole (key frames)")
         for kind, n in self.failures.most_common():
             out.append(f"{kind}: {n} frame(s) computed locally (first: {self.first[kind]})")
         return out
@@ -209,6 +213,13 @@ class RemoteSplitModel:
         t = time.perf_counter()
         payloads = {hop["tensor"]: self._encode(hop, stores[hop["from"]]) for hop in self.segment.up}
         result.seconds["encode"] = time.perf_counter() - t
+        if self._encoders:
+            enc = next(iter(self._encoders.values()))
+            with self._lock:
+                if enc.last_key == enc.frame:
+                    self.stats.key_frames += 1
+                else:
+                    self.stats.delta_frames += 1
         result.bytes_up = result.link_bytes[0]["up"] = sum(map(len, payloads.values()))
         if threaded:
             future = self._pool.submit(self._post, payloads, self._seq)
