@@ -58,6 +58,7 @@ OUT = ROOT / "out" / "bench_cluster"
 MODELS = {"vgg16": lambda: zoo.vgg16(size=224, width=0.5), "yolo16": lambda: zoo.yolo16(size=320, width=0.5),
           "fc_wide": lambda: zoo.fc_wide()}
 WARMUP = 2
+CPU_SCALE = [1.0]  # devices' share / the share the profile was measured at (--profile-share): cluster.toml cpu_share
 
 
 def load() -> float:
@@ -78,6 +79,8 @@ def models() -> dict[str, Path]:
 def toml(groups: list[dict], rate: str, objective: str = "latency", rtt_ms: float = 1.0) -> str:
     lines = [f'objective = "{objective}"', "[network]", 'kind = "lan"', f'rate = "{rate}"', f"rtt_ms = {rtt_ms}"]
     for g in groups:
+        if CPU_SCALE[0] != 1.0:
+            g = {**g, "cpu_share": round(g.get("cpu_share", 1.0) * CPU_SCALE[0], 6)}
         lines.append("[[device]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in g.items()]
     return "\n".join(lines) + "\n"
@@ -309,12 +312,13 @@ def yolo(args, profile: Path, paths) -> dict:
     hub = {"name": "hub", "profile": str(profile), "count": 1, "memory_mb": 4096, "hub": True, "worker": False}
     rows = []
     for n in args.yolo_devices:
-        out, _ = compiled(f"yolo_{n}", paths["yolo16"], toml([hub, {"name": "pi", "profile": str(profile), "count": n, "memory_mb": 1024}], "200mbit"))
+        rate = args.yolo_rate
+        out, _ = compiled(f"yolo_{n}", paths["yolo16"], toml([hub, {"name": "pi", "profile": str(profile), "count": n, "memory_mb": 1024}], f"{rate / 1e6:g}mbit"))
         plan = best(out)
-        with Emulated(args, out, {"hub": args.hub_share, "pi": args.share}, 200e6) as emu:
+        with Emulated(args, out, {"hub": args.hub_share, "pi": args.share}, rate) as emu:
             measured = latency(emu, feeds, want, args.frames)
             measured["worker_rss_mb"] = {k: round(v, 1) for k, v in emu.rss_mb().items() if k != "hub/0"}
-        r = row(f"yolo16 {n} worker(s)", plan, measured, predicted_memory_mb={k: round(v / 1e6, 2) for k, v in plan["memory_bytes"].items()})
+        r = row(f"yolo16 {n} worker(s) at {rate / 1e6:g} Mbit/s", plan, measured, predicted_memory_mb={k: round(v / 1e6, 2) for k, v in plan["memory_bytes"].items()})
         rows.append(r)
     for r in rows:
         r["speedup"] = rows[0]["latency_s"] / r["latency_s"]
@@ -329,21 +333,33 @@ def leave(args, profile: Path, paths) -> dict:
     if not (out / "plan.json").exists():
         hub = {"name": "hub", "profile": str(profile), "count": 1, "memory_mb": 4096, "hub": True, "worker": False}
         out, _ = compiled("vgg_4", paths["vgg16"], toml([hub, {"name": "pi", "profile": str(profile), "count": 4, "memory_mb": 1024}], "200mbit"))
-    frames, kill_at = 3 * args.frames, args.frames
+    frames, kill_at, join_at = 4 * args.frames, args.frames, 2 * args.frames
+    argv = [sys.executable, "-m", "splitc.runtimes.cluster_worker", "--listen", "{host}:{port}", "--dir", str(out), "--threads", "1"]
     with Emulated(args, out, {"hub": args.hub_share, "pi": args.share}, 200e6) as emu:
-        got, t_kill = [], None
+        got, t_kill, t_join, t_spawn = [], None, None, None
         for i, result in enumerate(emu.runner.stream([feeds] * frames, max_in_flight=2)):
             got.append(result)
             if i == kill_at:
                 t_kill = time.perf_counter()
                 emu.cluster.kill("pi-2")
+            elif i == join_at:  # a new worker on the same device (a new port: the old one may linger in TIME_WAIT)
+                t_spawn = time.perf_counter()
+                host, port = emu.cluster.spawn("pi-2", argv, port=7071, stdout=open(os.devnull, "w"))
+                t_join = time.perf_counter()
+                emu.runner.join("pi/2", f"{host}:{port}")
         switches = list(emu.runner.switches)
     lost = sum(1 for r in got if float(np.abs(next(iter(r.values())) - want).max()) > 1e-3) + frames - len(got)
+    left = [s for s in switches if s["device"] == "pi/2" and s["why"] != "joined"]
+    joined = [s for s in switches if s["why"] == "joined"]
     r = {"frames": frames, "lost": lost, "switches": [{k: v for k, v in s.items() if k != "at"} for s in switches],
-         "kill_to_switch_s": (switches[0]["at"] - t_kill) if switches else None, "load": load()}
-    print(f"  pi/2 killed after frame {kill_at} of {frames}: {lost} frame(s) lost; " + (
-          f"new plan on {switches[0]['devices']} {switches[0]['seconds'] * 1e3:.0f} ms after the loss was detected, "
-          f"{r['kill_to_switch_s'] * 1e3:.0f} ms after the kill" if switches else "no switch"), flush=True)
+         "kill_to_switch_s": (left[0]["at"] - t_kill) if left else None,
+         "join_s": (joined[0]["at"] - t_join) if joined else None, "worker_start_s": t_join - t_spawn if joined else None,
+         "load": load()}
+    print(f"  pi/2 killed after frame {kill_at}, back after frame {join_at}, of {frames}: {lost} frame(s) lost; " + (
+          f"new plan on {left[0]['devices']} {left[0]['seconds'] * 1e3:.0f} ms after the loss was detected, "
+          f"{r['kill_to_switch_s'] * 1e3:.0f} ms after the kill" if left else "no switch") + (
+          f"; the 4-device plan again {r['join_s'] * 1e3:.0f} ms after the join (the worker took"
+          f" {r['worker_start_s']:.1f} s to start)" if joined else ""), flush=True)
     return r
 
 
@@ -355,9 +371,12 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.12, help="each worker's CPU: a fraction of one core (default 0.12)")
     ap.add_argument("--hub-share", type=float, default=0.2, help="the hub's CPU (this process and the proxies; default 0.2)")
     ap.add_argument("--cfs", action="store_true", help="CFS quotas instead of real-time shares")
+    ap.add_argument("--profile-share", type=float, help="measure the profile at this share instead (cluster.toml then"
+                    " gives the devices cpu_share = share / profile share); default: --share")
     ap.add_argument("--frames", type=int, default=6, help="measured frames per figure (after 2 warm-up frames)")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     ap.add_argument("--yolo-devices", default="1,2,4,6", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--yolo-rate", default=200e6, type=float, help="the yolo section's LAN rate, bit/s (default 200e6)")
     ap.add_argument("--out", default=str(OUT / "results.json"))
     args = ap.parse_args()
     wanted = args.only.split(",")
@@ -367,9 +386,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     paths = models()
     t = time.perf_counter()
-    profile = profile_under_quota(args.share, list(paths.values()), OUT / "profiles", realtime=not args.cfs)
-    print(f"profile under a {args.share:g}-core quota: {profile.relative_to(ROOT)} ({time.perf_counter() - t:.0f} s)", flush=True)
-    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "share": args.share, "hub_share": args.hub_share,
+    measured_at = args.profile_share or args.share
+    CPU_SCALE[0] = args.share / measured_at
+    profile = profile_under_quota(measured_at, list(paths.values()), OUT / "profiles", realtime=not args.cfs)
+    print(f"profile under a {measured_at:g}-core quota: {profile.relative_to(ROOT)} ({time.perf_counter() - t:.0f} s)", flush=True)
+    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "share": args.share, "hub_share": args.hub_share, "profile_share": measured_at,
                "realtime": not args.cfs, "frames": args.frames,
                "profile": str(profile.relative_to(ROOT)), "load_before": load()}
     for name in wanted:
