@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_latency.py overhead OUT/ [--frames 60]
     .venv/bin/python benchmarks/serve_latency.py link OUT/ [--frames 30]      # as root: netns + veth + tc tbf
     .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to 400000  # a --sweep-bandwidth plan; the uplink drops
+    .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to-link 3g # rates and RTT of links.toml's 3g
     .venv/bin/python benchmarks/serve_latency.py stream OUT/ --frames 60 --inflight 4 [--images DIR]  # frames/s, K in flight
 
 overhead: the same frames, alternately in process (SplitModel.run) and through `splitc serve` on 127.0.0.1
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18765)
     ap.add_argument("--no-shape", action="store_true", help="rate in the proxy even as root")
     ap.add_argument("--no-watchdog", action="store_true", help="drop: switch only on answered frames (as before)")
+    ap.add_argument("--to-link", help="drop: to this built-in link (rates and RTT), e.g. 3g, instead of --to")
     args = ap.parse_args()
     for d in args.dirs:
         shape = False if args.no_shape else None
@@ -149,19 +151,40 @@ def main() -> None:
         elif args.mode == "stream":
             res = stream_rate(d, args.frames, args.port, args.inflight, shape, args.images)
         else:
-            res = bandwidth_drop(d, args.frames, args.port, args.to, shape, not args.no_watchdog)
+            to = (args.to, None, None)
+            if args.to_link:  # a links.toml link, e.g. 3g: its rates and RTT
+                from splitc.cost.targets import builtin_links
+
+                lk = builtin_links()[args.to_link]
+                to = (lk.up_bps, lk.down_bps, lk.rtt_s)
+            res = bandwidth_drop(d, args.frames, args.port, to[0], shape, not args.no_watchdog, to[1], to[2])
         print(json.dumps(res), flush=True)
 
 
 
-def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None, watchdog: bool = True) -> dict:
+def sweep_choice(sweep: dict, rtt_prior_s: float, up_bps: float, rtt_s: float) -> str:
+    """The sweep's best plan on a link of ``up_bps`` (downlink in the sweep's proportion) and ``rtt_s``: each
+    interval's latency is a + b / bandwidth at the compile's RTT (its value_at_min/max), plus the RTT's change for a
+    plan that uses the link."""
+    best = None
+    for iv in sweep["intervals"]:
+        lo, hi = iv["min_up_bps"], iv["max_up_bps"]
+        b = (iv["value_at_min"] - iv["value_at_max"]) / (1 / lo - 1 / hi)
+        value = iv["value_at_max"] + b * (1 / up_bps - 1 / hi) + (rtt_s - rtt_prior_s if iv["cut"] else 0.0)
+        best = min(best or (value, iv["plan"]), (value, iv["plan"]))
+    return best[1]
+
+
+def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None, watchdog: bool = True,
+                   to_down_bps: float | None = None, to_rtt_s: float | None = None) -> dict:
     """A --sweep-bandwidth plan streamed over its compile link; the uplink drops to ``to_bps`` (downlink in the
-    sweep's proportion) mid-stream: how long until the client runs the plan the sweep chose for the new rate."""
+    sweep's proportion unless given; the RTT too when given: a wifi -> 3g drop) mid-stream: how long until the
+    client runs the plan the sweep makes best for the new link."""
     from splitc.runtimes.adaptive import AdaptiveRemote
 
     plan = json.loads((out / "plan.json").read_text())
     ln, sweep = plan["links"][0], plan["sweep"]
-    want = next(iv["plan"] for iv in sweep["intervals"] if to_bps <= iv["max_up_bps"])
+    want = sweep_choice(sweep, ln["rtt_s"], to_bps, ln["rtt_s"] if to_rtt_s is None else to_rtt_s)
     with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
         proc, _ = start_server(out, link.host, port, link.exec_prefix)
         try:
@@ -170,7 +193,7 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
             feeds = synthetic_inputs(client.models[0].local.inputs, 0)
             before = [client.run(feeds) for _ in range(frames)]
             start_plan = client.intervals[client.current]["plan"]
-            link.set_rate(to_bps, to_bps * sweep.get("down_up_ratio", 1.0))
+            link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
             t0, n = time.monotonic(), 0
             while client.intervals[client.current]["plan"] != want and n < 60:
                 client.run(feeds)
@@ -188,7 +211,8 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
         finally:
             stop(proc)
     sw = client.switches[-1] if client.switches else None
-    return {"plan": str(out), "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "start_plan": start_plan,
+    return {"plan": str(out), "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "to_rtt_ms": (to_rtt_s or ln["rtt_s"]) * 1e3,
+            "start_plan": start_plan,
             "sweep_choice": want, "switched": switched, "frames_to_switch": n,
             "switch_after_ms": (sw["t"] - t0) * 1e3 if sw and switched else None, "estimated_mbps": sw["estimated_up_mbps"] if sw else None,
             "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3,
