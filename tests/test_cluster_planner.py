@@ -191,6 +191,20 @@ def test_a_search_too_large_falls_back_to_one_stage_per_device(monkeypatch):
                     exact=False) == fallback
 
 
+def test_when_the_fallback_finds_nothing_the_search_goes_on(monkeypatch):
+    """Blocks of 10, 25 and 10 weight units on two devices holding 30: only a device serving blocks 0 and 2 works,
+    which no plan with each device in one stage can do. A search cut short must not report 'nothing fits'."""
+    layers = [fc(f"fc{b}", 8, 8, (0.01, 0.01, 0.001)) for b in range(3)]
+    chain = BlockChain(("a", "b", "cloud"), tuple(
+        dataclasses.replace(block(b, [layer], False, False), weight_bytes=w, peak_bytes=1)
+        for b, (layer, w) in enumerate(zip(layers, (10_000, 25_000, 10_000)))))
+    spec = make_spec([("hub", "a", 2, 31_000, 1.0, None)], rate=1e9)
+    monkeypatch.setattr("splitc.partition.cluster.MAX_EXPANSIONS", 1)
+    plan = Planner(chain, spec).solve(full_counts(spec))
+    assert_optimal(plan, brute_force(chain, spec), "latency")
+    assert [s.slots for s in plan.stages] in ([("hub/0",), ("hub/1",), ("hub/0",)], [("hub/1",), ("hub/0",), ("hub/1",)])
+
+
 def test_plans_for_every_sub_multiset_and_the_smallest_memory_that_fits():
     rnd = random.Random(7)
     chain = random_chain(rnd, 3)

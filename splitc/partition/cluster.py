@@ -99,10 +99,13 @@ class Planner:
         opts = [[o for o in row if all(t <= a for t, a in zip(o.take, avail))
                  and all(w + p <= m for (w, p), m in zip(o.charge, memory))] for row in self.options]
         if self.spec.objective == "latency":
-            stages = self._astar(opts, avail, memory)
+            stages = self._astar(opts, avail, memory, MAX_EXPANSIONS)
             if stages is not None:
                 return self._merged(spec, counts, stages) if stages else None
         stages = self._pareto(opts, avail, bound)
+        if not stages and self.spec.objective == "latency":  # no plan with a device per stage: search on, longer
+            stages = self._astar(opts, avail, memory, 10 * MAX_EXPANSIONS)
+            return self._merged(spec, counts, stages) if stages else None
         return evaluate(self.chain, spec, counts, stages, spec.objective == "throughput") if stages else None
 
     def _merged(self, spec, counts, stages) -> ClusterPlan | None:
@@ -120,15 +123,30 @@ class Planner:
     def _slots(self, u: int, ks) -> tuple[str, ...]:
         return tuple(self.units[u].slot(k) for k in ks)
 
-    def _astar(self, opts: list[list[Option]], avail, memory):
-        """Min latency, devices reusable, memory exact. [] when no plan fits; None past MAX_EXPANSIONS."""
+    def _astar(self, opts: list[list[Option]], avail, memory, limit: int):
+        """Min latency, devices reusable, memory exact. [] when no plan fits; None past ``limit`` states."""
         n = len(self.chain.blocks)
         h = [math.inf] * n + [0.0]
         for i in reversed(range(n)):
             h[i] = min((o.cost.latency_s + h[o.last] for o in opts[i]), default=math.inf)
         if h[0] == math.inf:
             return []
+        # what the blocks left need at least: their weights somewhere (a channel split spreads a block's weights,
+        # every other strategy puts all of them on each of its devices), and a block that cannot be channel-split
+        # whole on one device; a state whose free memory cannot hold that is dropped (memory in use only grows)
+        rest, whole = [0] * (n + 1), [0] * (n + 1)
+        for b in reversed(range(n)):
+            block = self.chain.blocks[b]
+            rest[b] = rest[b + 1] + block.weight_bytes
+            whole[b] = max(whole[b + 1], 0 if block.channel else block.weight_bytes)
+
+        def room(mem, j: int) -> bool:
+            free = [memory[u] - w - p for u, m in enumerate(mem) for w, p in m]
+            return sum(free) >= rest[j] and max(free, default=-1) >= whole[j]
+
         start = tuple(((0, 0),) * a for a in avail)
+        if not room(start, 0):
+            return []
         heap = [(h[0], 0, 0, 0.0, 0, start, None)]
         closed: set = set()
         tie = itertools.count(1)
@@ -144,7 +162,7 @@ class Planner:
                     path, stage = path
                     stages.append(stage)
                 return stages[::-1]
-            if len(closed) > MAX_EXPANSIONS:
+            if len(closed) > limit:
                 return None
             for o in opts[i]:
                 if h[o.last] == math.inf:
@@ -168,6 +186,8 @@ class Planner:
                             choices.append((ks, tuple(new)))
                     per_unit.append(choices)
                 for combo in itertools.product(*per_unit):
+                    if not room([m for _, m in combo], o.last):
+                        continue
                     slots = tuple(s for u, (ks, _) in enumerate(combo) for s in self._slots(u, ks))
                     g2 = g + o.cost.latency_s
                     heapq.heappush(heap, (g2 + h[o.last], -o.last, next(tie), g2, o.last, tuple(m for _, m in combo),
