@@ -580,7 +580,8 @@ def test_remote_delta_stream_resyncs_after_a_failed_frame(raw_plan, inflight):
 
 
 def test_a_delta_payload_without_a_stream_is_rejected(raw_plan):
-    """A delta frame sent stateless (no sequence_id) would be decoded as values: garbage. It is a 400 instead."""
+    """A delta frame sent stateless (no sequence_id) would be decoded as values: garbage. It is a 400 instead. Sent
+    in a stream over gRPC, it decodes."""
     from splitc.runtimes.delta import DeltaEncoder
     from splitc.runtimes.segment import hop_codec
 
@@ -594,13 +595,29 @@ def test_a_delta_payload_without_a_stream_is_rejected(raw_plan):
     store.update(zip([o.name for o in sess.get_outputs()], sess.run(None, {i.name: store[i.name] for i in sess.get_inputs()})))
     tensors = {w["name"]: store[w["name"]] for w in hop["wire"]}
     key, delta = enc.encode(tensors), enc.encode(tensors)
-    srv = Server(raw_plan)
+    grpc_port = free_port()
+    srv = Server(raw_plan, "--grpc-port", str(grpc_port))
     try:
         infer = f"{srv.url}/v2/models/{seg.name}/infer"
         outs = [h["tensor"] + PAYLOAD_SUFFIX for h in seg.down]
         assert post(infer, *binary_request({hop["tensor"] + PAYLOAD_SUFFIX: key}, outs))[0] == 200
         code, text = post(infer, *binary_request({hop["tensor"] + PAYLOAD_SUFFIX: delta}, outs))
         assert code == 400 and "delta frame" in json.loads(text)["error"], text
+        # the same two frames as a stream over gRPC (sequence_id an int64 parameter): both decode, to the same answer
+        import grpc
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
+        want = local.run(synthetic_inputs(local.inputs, 0)).outputs["logits"]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = pbg.GRPCInferenceServiceStub(channel)
+            for payload in (key, delta):
+                request = pb.ModelInferRequest(
+                    model_name=seg.name, parameters={"sequence_id": pb.InferParameter(int64_param=42)},
+                    inputs=[pb.ModelInferRequest.InferInputTensor(name=hop["tensor"] + PAYLOAD_SUFFIX, datatype="UINT8",
+                                                                  shape=[len(payload)])], raw_input_contents=[payload])
+                reply = stub.ModelInfer(request, timeout=30)
+                np.testing.assert_array_equal(seg.decode(seg.down[0], reply.raw_output_contents[0])["logits"], want)
     finally:
         srv.stop()
 

@@ -26,7 +26,12 @@ MAX_SEQUENCE = (1 << 63) - 1
 
 
 def sequence_id(parameters) -> int | None:
-    """The stream a request belongs to (OIP sequence extension), or None for a stateless request."""
+    """The stream a request belongs to (OIP sequence extension), or None for a stateless request. ``parameters``:
+    a REST request's dict, or a gRPC request's map of InferParameter."""
+    if parameters is not None and not isinstance(parameters, dict) and hasattr(parameters, "items"):
+        from kserve.protocol.infer_type import to_http_parameters
+
+        parameters = to_http_parameters(parameters)
     seq = (parameters or {}).get("sequence_id") if isinstance(parameters or {}, dict) else None
     if seq is None or seq == 0:
         return None
