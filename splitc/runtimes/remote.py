@@ -183,14 +183,14 @@ class RemoteSplitModel:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self._pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="splitc-remote")
-        if delta:
-            self._seq = secrets.randbits(63) or 1
+        if delta:  # (an image input crosses as its JPEG, never as a delta: a plan that sends only images is stateless)
             self._encoders = {}
             for hop in self.segment.up:
                 if not self.segment.is_image(hop):
                     bits, entropy, _ = hop_codec(hop)
                     self._encoders[hop["tensor"]] = DeltaEncoder(bits, key_interval, self.segment.fingerprint, entropy=entropy,
                                                                  smaller=True)
+            self._seq = (secrets.randbits(63) or 1) if self._encoders else 0
         pending: deque = deque()
         try:
             for feeds in frames:
