@@ -262,7 +262,9 @@ def stream_rate(out: Path, frames: int, port: int, inflights: list[int], shape: 
         finally:
             stop(proc)
     rs = runs[max(inflights)][2]
-    med = lambda xs: float(np.median(xs))  # noqa: E731
+    def med(xs) -> float:
+        return float(np.median(xs))
+
     device = med([sum(v for k, v in r.seconds.items() if k.startswith("stage") or k in ("encode", "decode")) for r in rs])
     server = med([r.seconds["server"] for r in rs])
     up, down = med([r.bytes_up for r in rs]), med([r.bytes_down for r in rs])

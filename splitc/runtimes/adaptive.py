@@ -36,7 +36,8 @@ import numpy as np
 
 from splitc.errors import SplitcError
 from splitc.runtimes.ort import RunResult
-from splitc.runtimes.remote import RemoteSplitModel, RemoteStats, tcp_progress
+from splitc.runtimes.remote import RemoteSplitModel
+from splitc.runtimes.remote_io import RemoteStats, tcp_progress
 
 ACK_SLACK = 2 * 1448  # acknowledged bytes ahead of the rate's pace: the first segment (a token bucket's burst) and one in flight
 
