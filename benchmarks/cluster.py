@@ -190,7 +190,7 @@ def row(name: str, plan: dict, measured: dict, **extra) -> dict:
 def emulation(args) -> dict:
     """The emulation itself: a CPU loop at share 1 vs --share (alternated, medians of 3), 2 MB over a 10 Mbit port."""
     with EmulatedCluster([("full", 4 * args.share, 10e6, 0.0), ("part", args.share, 10e6, 0.02)], realtime=not args.cfs) as cluster:
-        runs = [(cpu_loop(cluster, "part", 2_000_000), cpu_loop(cluster, "full", 2_000_000)) for _ in range(3)]
+        runs = [(cpu_loop(cluster, "part", 6_000_000), cpu_loop(cluster, "full", 6_000_000)) for _ in range(3)]
         sink = start_sink(cluster, "part")
         up, down = (statistics.median(transfer_seconds(sink, 2_000_000, d) for _ in range(2)) for d in ("up", "down"))
     r = {"cpu_ratio": statistics.median(p[0] / f[0] for p, f in runs), "expected_ratio": 4.0,
