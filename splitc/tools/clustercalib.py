@@ -18,13 +18,8 @@ import time
 from pathlib import Path
 
 from splitc.errors import SplitcError
-from splitc.tools.clusteremu import (
-    CGROUP_CPU,
-    PREFIX,
-    CpuGroup,
-    EmulatedCluster,
-    cgroup_reason,
-)
+from splitc.tools.clusteremu import PREFIX, EmulatedCluster
+from splitc.tools.cpugroup import CGROUP_CPU, CpuGroup, cgroup_reason
 
 LOOP = "import time\nt, c = time.perf_counter(), time.process_time()\nfor i in range({n}): pass\nprint(time.perf_counter() - t, time.process_time() - c)"
 
