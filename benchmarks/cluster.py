@@ -398,7 +398,13 @@ def main() -> None:
         t = time.perf_counter()
         results[name] = SECTIONS[name](args) if name == "emulation" else SECTIONS[name](args, profile, paths)
         results[name]["seconds"] = round(time.perf_counter() - t, 1)
-    rows = [r for s in results.values() if isinstance(s, dict) for r in s.get("rows", []) if r.get("latency_error") is not None]
+    table = [r for s in results.values() if isinstance(s, dict) for r in s.get("rows", [])]
+    if table:
+        print("\n| case | devices used | latency measured / predicted (ms) | frames/s measured / predicted |\n|---|---|---|---|")
+        for r in table:
+            fps = f"{r['fps']:.1f} / {r['predicted_fps']:.1f}" if r.get("fps") and r.get("predicted_fps") else ""
+            print(f"| {r['case']} | {r['devices']} | {r['latency_s'] * 1e3:.0f} / {r['predicted_latency_s'] * 1e3:.0f} | {fps} |")
+    rows = [r for r in table if r.get("latency_error") is not None]
     if rows:
         errors = [abs(r["latency_error"]) for r in rows] + [abs(r["fps_error"]) for r in rows if r.get("fps_error") is not None]
         results["median_abs_prediction_error"] = statistics.median(errors)
