@@ -128,16 +128,15 @@ def test_musical_chair_crossover_data_parallel_convs_and_a_channel_split_fc(tmp_
 def test_nothing_fits_names_the_memory_and_the_pass_stores_the_plans(tmp_path):
     spec = cluster(count=2, memory_mb=0.01)
     model = annotated(zoo.chain(size=64), tmp_path, spec)
-    with pytest.raises(SplitcError, match=r"^cluster.toml: the model fits no plan .* memory_mb >= [0-9.]+ on every") as err:
+    with pytest.raises(SplitcError, match=r"^cluster.toml: the model fits no plan .* memory_mb = [0-9.]+ on every") as err:
         ClusterPass(spec)(model)
     assert "\n" not in str(err.value)
     roomy = cluster(count=2)
     ClusterPass(roomy)(model)
     plans = model.graph.meta[ann.CLUSTER]
     assert isinstance(plans, ClusterPlans) and set(plans.plans) == {(1,), (2,)}
-    need = float(str(err.value).split(">= ")[1].split()[0])
+    need = float(str(err.value).split("memory_mb = ")[-1].split()[0])
     fits = dataclasses.replace(spec, groups=(dataclasses.replace(spec.groups[0], memory_bytes=int(need * 1e6)),))
     assert plan_cluster(model, fits).best is not None
-    below = dataclasses.replace(spec, groups=(dataclasses.replace(spec.groups[0], memory_bytes=int(need * 1e6) - 1000),))
-    with pytest.raises(SplitcError):
-        plan_cluster(model, below)
+    # under latency the figure is what a plan with a device per stage needs (an upper bound: the exact search over
+    # device reuse can take minutes there); under throughput it is the least (test_cluster_planner checks it)

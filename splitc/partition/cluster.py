@@ -286,13 +286,18 @@ def nothing_fits(planner: Planner) -> SplitcError:
         fastest = Planner(planner.chain, replace(spec, objective="latency", deadline_s=None)).solve(full, math.inf)
         return SplitcError(f"{spec.source}: no plan meets deadline_ms = {spec.deadline_s * 1e3:g}; the fastest plan takes"
                            f" {fastest.latency_s * 1e3:.1f} ms: raise deadline_ms or add devices")
+    # plans with each device in at most one stage (the label search; all the throughput objective allows): exact
+    # under throughput, an upper bound under latency (whose exact search over device reuse can take minutes when
+    # memory is the binding limit)
+    exact = spec.objective == "throughput"
+    quick = planner if exact else Planner(planner.chain, replace(spec, objective="throughput", deadline_s=None))
     lo, hi = 0, 1 << 20
-    while planner.solve(full, hi) is None:
+    while quick.solve(full, hi) is None:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if planner.solve(full, mid) is not None else (mid, hi)
+        lo, hi = (lo, mid) if quick.solve(full, mid) is not None else (mid, hi)
     have = min(g.memory_bytes for g in spec.groups) / 1e6
     return SplitcError(f"{spec.source}: the model fits no plan on this cluster (field 'memory_mb' = {have:g} on the"
-                       f" smallest device); it needs memory_mb >= {math.ceil(hi / 1e3) / 1e3:g} on every device, or more"
-                       " devices")
+                       f" smallest device); {'it needs memory_mb >=' if exact else 'a plan fits with memory_mb ='}"
+                       f" {math.ceil(hi / 1e3) / 1e3:g} on every device; raise it or add devices")
