@@ -7,6 +7,7 @@ server tier, the objective. Parsed and validated once; a bad field is named in a
     kind = "lan"                   # "lan": one shared medium; "star": a port per device on a switch
     rate = "200mbit"               # kbit/mbit/gbit (or kbps/mbps/gbps); per-device `rate` overrides it on a star
     rtt_ms = 1.0
+    boundary = "fp32"              # or "int8": tensors crossing a hub<->worker link sent with the int8 boundary codec
     [[device]]
     name = "pi"                    # the group; its slots are pi/0 .. pi/<count-1>
     profile = "rpi4"               # a built-in profile or a profile .toml (relative to this file)
@@ -40,6 +41,7 @@ from splitc.errors import SplitcError
 MAX_DEVICES = 64  # all groups together: plans are made for every sub-multiset of them
 MAX_GROUP = 32
 SERVER = "server"
+BOUNDARIES = ("fp32", "int8")  # the codec of every hub<->worker transfer ([network] boundary)
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # a group name: it names slots and files
 
 
@@ -71,6 +73,7 @@ class ClusterSpec:
     server: DeviceProfile | None = None  # a server tier behind the hub (slot "server/0", memory unbounded)
     server_link: Link | None = None
     source: str = "cluster.toml"
+    boundary: str = "fp32"  # "fp32" (exact) | "int8": every hub<->worker transfer (not the hub's own slot) as int8 + zstd
 
     @property
     def hub_group(self) -> DeviceGroup:
@@ -182,12 +185,15 @@ def parse_cluster(data: dict, where: str, base: Path = Path(".")) -> ClusterSpec
         check_number(deadline, f"{where}: field 'deadline_ms'", 1e-30, 1e9)
         if objective != "throughput":
             raise SplitcError(f"{where}: field 'deadline_ms' bounds a frame's latency under objective = \"throughput\"; remove it")
-    net = _check_keys(data.get("network", {}), {"kind", "rate", "rtt_ms"}, f"{where} [network]")
+    net = _check_keys(data.get("network", {}), {"kind", "rate", "rtt_ms", "boundary"}, f"{where} [network]")
     kind = _get(net, "kind", str, f"{where} [network]", "lan")
     if kind not in ("lan", "star"):
         raise SplitcError(f"{where} [network]: field 'kind' must be \"lan\" or \"star\", got {kind!r}")
     rate = parse_rate(net.get("rate", "100mbit"), f"{where} [network]: field 'rate'")
     rtt = _get(net, "rtt_ms", float, f"{where} [network]", 1.0)
+    boundary = _get(net, "boundary", str, f"{where} [network]", "fp32")
+    if boundary not in BOUNDARIES:
+        raise SplitcError(f"{where} [network]: field 'boundary' must be \"fp32\" (exact) or \"int8\" (per-frame range + zstd), got {boundary!r}")
     check_number(rtt, f"{where} [network]: field 'rtt_ms'", 0.0, 1e6)
     devices = data.get("device")
     if not devices:
@@ -225,7 +231,7 @@ def parse_cluster(data: dict, where: str, base: Path = Path(".")) -> ClusterSpec
         except SplitcError as e:
             raise SplitcError(f"{where} [server]: field 'link': {e}") from None
     return ClusterSpec(tuple(groups), objective, deadline / 1e3 if deadline is not None else None, kind, rate, rtt / 1e3,
-                       server, link, where)
+                       server, link, where, boundary)
 
 
 def load_cluster(path: str | Path) -> ClusterSpec:

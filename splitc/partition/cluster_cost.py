@@ -10,12 +10,17 @@ resources (each device's busy seconds per frame, each link direction's busy seco
 Memory of a slot: the weights of all its parts + the largest activation peak of its parts; the devices of one unit in
 a stage are all charged its largest part (tiles and channel shares differ by a halo row or a channel), so which of
 several interchangeable devices runs which part never changes a price.
+Boundary codec ([network] boundary = "int8"): every transfer between the hub and another device carries the 2-tier
+planner's int8 estimate, raw/4 + 5 bytes a tensor (uint8 values + scale + zero point, before zstd), and costs
+coding time at the profiles' [codec] rates (of raw bytes, slowed by cpu_share): the hub encodes a part's input
+before sending it and decodes its outputs after they arrive, on one CPU (resource "hub-codec", serial within a stage,
+summed over stages for throughput); the device decodes its input and encodes its outputs inside its part's seconds.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from splitc.cost.cluster import SERVER, ClusterSpec
 from splitc.errors import SplitcError
@@ -64,13 +69,34 @@ class Unit:
     res_send: str  # the link resource a send / a receive occupies
     res_recv: str
     hub: bool = False
+    # int8 boundary (0 with fp32 and on the hub's own slot): seconds per raw byte to decode the input / encode the
+    # outputs on this device, and to encode its input / decode its outputs at the hub
+    dec_s: float = 0.0
+    enc_s: float = 0.0
+    hub_enc_s: float = 0.0
+    hub_dec_s: float = 0.0
+
+    def wire(self, raw: int) -> int:
+        """Bytes on this device's link for a tensor of ``raw`` bytes."""
+        return raw // 4 + 5 if self.hub_enc_s > 0 else raw
 
     def slot(self, k: int) -> str:
         return f"{self.group}/{self.first + k}"
 
 
 def resources(spec: ClusterSpec) -> tuple[str, ...]:
-    return (("lan",) if spec.network == "lan" else ("send", "recv")) + (("wan-up", "wan-down") if spec.server else ())
+    return ((("lan",) if spec.network == "lan" else ("send", "recv")) + (("wan-up", "wan-down") if spec.server else ())
+            + (("hub-codec",) if spec.boundary == "int8" else ()))
+
+
+def _coding(spec: ClusterSpec, profile, share: float) -> dict:
+    """A non-hub unit's int8 coding seconds per raw byte (empty with fp32)."""
+    if spec.boundary != "int8":
+        return {}
+    hub = spec.hub_group
+    return {"dec_s": 1.0 / (profile.decode_bytes_per_s * share), "enc_s": 1.0 / (profile.encode_bytes_per_s * share),
+            "hub_enc_s": 1.0 / (hub.profile.encode_bytes_per_s * hub.cpu_share),
+            "hub_dec_s": 1.0 / (hub.profile.decode_bytes_per_s * hub.cpu_share)}
 
 
 def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tuple[Unit, ...]:
@@ -93,11 +119,11 @@ def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tupl
             first, n = 1, n - 1
         if n > 0:
             out.append(Unit(g.name, first, n, send_s=per_byte, recv_s=per_byte, delay_s=spec.rtt_s / 2, res_send=send,
-                            res_recv=recv, **common))
+                            res_recv=recv, **common, **_coding(spec, g.profile, g.cpu_share)))
     if spec.server and len(counts) > len(spec.groups) and counts[-1]:
         link = spec.server_link
         out.append(Unit(SERVER, 0, 1, profile(spec.server.name), 1.0, float("inf"), 8.0 / link.up_bps, 8.0 / link.down_bps,
-                        link.rtt_s / 2, "wan-up", "wan-down"))
+                        link.rtt_s / 2, "wan-up", "wan-down", **_coding(spec, spec.server, 1.0)))
     return tuple(out)
 
 
@@ -178,7 +204,9 @@ def stage_cost(chain: BlockChain, spec: ClusterSpec, us: tuple[Unit, ...], first
     priced = _parts(chain, first, last, strategy, dev_units)
     if priced is None:
         return None
-    parts = tuple(p for p, _, _ in priced)
+    # the device's own decoding of its input and encoding of its outputs (int8 boundary) are part of its seconds
+    parts = tuple(replace(p, seconds=p.seconds + p.in_bytes * u.dec_s + p.out_bytes * u.enc_s)
+                  for u, (p, _, _) in zip(dev_units, priced))
     worst: dict[int, tuple[int, int]] = {}
     for d, (_, w, pk) in zip(devs, priced):
         ow, op = worst.get(d, (0, 0))
@@ -187,11 +215,13 @@ def stage_cost(chain: BlockChain, spec: ClusterSpec, us: tuple[Unit, ...], first
     links = [0.0] * len(names)
     for u, p in zip(dev_units, parts):
         if not u.hub:
-            links[names.index(u.res_send)] += p.in_bytes * u.send_s * p.frac
-            links[names.index(u.res_recv)] += p.out_bytes * u.recv_s * p.frac
+            links[names.index(u.res_send)] += u.wire(p.in_bytes) * u.send_s * p.frac
+            links[names.index(u.res_recv)] += u.wire(p.out_bytes) * u.recv_s * p.frac
+            if u.hub_enc_s:
+                links[names.index("hub-codec")] += (p.in_bytes * u.hub_enc_s + p.out_bytes * u.hub_dec_s) * p.frac
     if strategy == "data":
-        latency = max(p.in_bytes * u.send_s + p.seconds + p.out_bytes * u.recv_s + 2 * u.delay_s
-                      for u, p in zip(dev_units, parts))
+        latency = max(p.in_bytes * u.hub_enc_s + u.wire(p.in_bytes) * u.send_s + p.seconds + u.wire(p.out_bytes) * u.recv_s
+                      + p.out_bytes * u.hub_dec_s + 2 * u.delay_s for u, p in zip(dev_units, parts))
     else:
         latency = _simulate(dev_units, parts)
     return StageCost(parts, latency, max(p.seconds * p.frac for p in parts), tuple(links),
@@ -201,10 +231,12 @@ def stage_cost(chain: BlockChain, spec: ClusterSpec, us: tuple[Unit, ...], first
 def _simulate(dev_units: list[Unit], parts: tuple[Part, ...]) -> float:
     free: dict[str, float] = {}
     finish = []
+    hub_cpu = 0.0  # the hub's coding (int8 boundary): inputs encoded in slot order, outputs decoded as they arrive
     for u, p in zip(dev_units, parts):
         ready = 0.0
         if not u.hub:
-            end = free.get(u.res_send, 0.0) + p.in_bytes * u.send_s
+            hub_cpu += p.in_bytes * u.hub_enc_s
+            end = max(free.get(u.res_send, 0.0), hub_cpu) + u.wire(p.in_bytes) * u.send_s
             free[u.res_send] = end
             ready = end + u.delay_s
         finish.append(ready + p.seconds)
@@ -214,9 +246,10 @@ def _simulate(dev_units: list[Unit], parts: tuple[Part, ...]) -> float:
         if u.hub:
             done = max(done, finish[k])
             continue
-        end = max(finish[k], free.get(u.res_recv, 0.0)) + p.out_bytes * u.recv_s
+        end = max(finish[k], free.get(u.res_recv, 0.0)) + u.wire(p.out_bytes) * u.recv_s
         free[u.res_recv] = end
-        done = max(done, end + u.delay_s)
+        hub_cpu = max(hub_cpu, end + u.delay_s) + p.out_bytes * u.hub_dec_s
+        done = max(done, hub_cpu)
     return done
 
 

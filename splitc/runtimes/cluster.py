@@ -177,7 +177,8 @@ class ClusterRunner:
             for p in parts:
                 sub = {n: _rows(env[n], p.get("input_rows")) for n in p["inputs"]}
                 device = state.binding[p["slot"]]
-                futs.append((device, self.engine.submit(device, p["file"], sub, tag)))
+                codec = p.get("codec", "fp32")  # the boundary codec of this hub<->device edge (cluster_codec.py)
+                futs.append((device, self.engine.submit(device, p["file"], sub, tag, **({"codec": codec} if codec != "fp32" else {}))))
             results = [self._wait(f, d) for d, f in futs]
             env.update(_merge(stage, parts, results))
         names = self.outputs or state.plan["stages"][-1]["outputs"]

@@ -4,6 +4,8 @@ Each device is a Ray node offering a custom resource named for its slot (``ray s
 --resources '{"splitc/pi/1": 1}'`` on the second Pi); each part is an actor pinned there by a small share of that
 resource (several parts may share a device) and no CPU reservation. The hub puts each part's inputs in the object
 store (``ray.put``), the actor reads them by reference and its outputs come back as an object. An actor
+with a boundary codec (a part's ``codec`` "int8", splitc/runtimes/cluster_codec.py) its inputs and outputs travel
+as the wire payloads the TCP engine sends instead. An actor
 that dies (its node left) fails its calls with WorkerLost, and the runner switches plans as with the TCP engine.
 
     runner = ClusterRunner("out/", engine=RayEngine("out/", address="auto"))
@@ -17,7 +19,10 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from splitc.errors import SplitcError
+from splitc.runtimes.cluster_codec import pack, unpack
 from splitc.runtimes.cluster_tcp import WorkerLost
+from splitc.runtimes.cluster_worker import expected
+from splitc.runtimes.wire import CodecError
 
 PREFIX = "splitc/"
 SHARE = 0.01  # of a device's resource per part actor: up to 100 parts per device
@@ -51,6 +56,15 @@ class _Part:
         sess, _, outputs = self.parts.loaded(self.file)
         return dict(zip([o["name"] for o in outputs], sess.run([o["name"] for o in outputs], feeds)))
 
+    def outputs(self) -> list:
+        self.ready()
+        return self.parts.loaded(self.file)[2]
+
+    def run_coded(self, payload: bytes, codec: str, tag: int) -> bytes:
+        """The part on a wire payload coded with ``codec``; its outputs coded likewise."""
+        self.ready()
+        return self.parts.run(self.file, payload, tag, codec)
+
 
 class RayEngine:
     """``address``: an existing Ray cluster ("auto", "ray://host:10001"), or None to use the one this process
@@ -59,6 +73,7 @@ class RayEngine:
     def __init__(self, folder: str | Path, address: str | None = None, threads: int = 1, init: dict | None = None):
         self.folder, self.address, self.threads, self.init = str(Path(folder).resolve()), address, threads, dict(init or {})
         self.actors: dict[tuple[str, str], object] = {}
+        self.outputs: dict[tuple[str, str], list] = {}  # (device, file) -> the part's output specs (coded runs)
         self.dead: dict[str, str] = {}
         self.owns = False  # whether this engine started Ray (and so shuts it down on close)
 
@@ -78,13 +93,16 @@ class RayEngine:
                               f" device's node with ray start --resources '{{\"{resource(missing[0])}\": 1}}'")
         self._actor = ray.remote(_Part)
 
-    def _future(self, device: str, ref) -> Future:
+    def _future(self, device: str, ref, then=None) -> Future:
         ray, out = self.ray, Future()
 
         def done(f):
             e = f.exception()
             if e is None:
-                out.set_result(f.result())
+                try:
+                    out.set_result(then(f.result()) if then else f.result())
+                except CodecError as err:
+                    out.set_exception(SplitcError(f"cluster device {device}: {err}"))
             elif isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
                 out.set_exception(WorkerLost(device, f"its Ray actor died ({type(e).__name__})"))
             elif isinstance(e, ray.exceptions.RayTaskError) and isinstance(getattr(e, "cause", None), SplitcError):
@@ -111,10 +129,26 @@ class RayEngine:
             self.actors[key] = self._actor.options(**options).remote(self.folder, file, self.threads, sha256)
         return self._future(device, self.actors[key].ready.remote())
 
-    def submit(self, device: str, file: str, feeds: dict, tag: int) -> Future:
+    def submit(self, device: str, file: str, feeds: dict, tag: int, codec: str = "fp32") -> Future:
         if (lost := self._lost(device)) is not None:
             return lost
-        return self._future(device, self.actors[(device, file)].run.remote(self.ray.put(feeds)))
+        actor = self.actors[(device, file)]
+        if codec == "fp32":
+            return self._future(device, actor.run.remote(self.ray.put(feeds)))
+        key = (device, file)
+        if key not in self.outputs:
+            try:
+                self.outputs[key] = self.ray.get(actor.outputs.remote())
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as e:
+                lost = Future()
+                lost.set_exception(WorkerLost(device, f"its Ray actor died ({type(e).__name__})"))
+                return lost
+        try:
+            body = pack(feeds, codec, tag)
+        except CodecError as e:
+            raise SplitcError(f"cluster device {device}: {e}") from None
+        return self._future(device, actor.run_coded.remote(body, codec, tag),
+                            lambda got: unpack(got, expected(self.outputs[key], got), codec))
 
     def add(self, device: str, address: str | None = None) -> None:
         """``device``'s node is back (it offers the device's resource again); its parts get new actors."""
@@ -134,6 +168,7 @@ class RayEngine:
         self.dead.setdefault(device, why)
         for key in [k for k in self.actors if k[0] == device]:
             self.ray.kill(self.actors.pop(key))
+            self.outputs.pop(key, None)
 
     def close(self) -> None:
         for actor in self.actors.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from splitc.errors import SplitcError
+from splitc.runtimes.cluster_codec import CODECS
 from splitc.runtimes.jsonguard import JSONLimitError, loads
 from splitc.runtimes.planfile import MAX_DEPTH, MAX_PLAN_BYTES, _Check
 
@@ -83,6 +84,8 @@ def _stage(c: _Check, stage, where: str, slots: list[str]) -> None:
         c.obj(p, w)
         c.choice(p.get("slot"), f"{w}.slot", slots)
         c.path(p.get("file"), f"{w}.file")
+        if "codec" in p:  # the boundary codec of the hub<->device edge; absent: fp32
+            c.choice(p["codec"], f"{w}.codec", CODECS)
         for key in ("inputs", "outputs"):
             names = [c.name(t, f"{w}.{key}[{m}]") for m, t in enumerate(c.items(p.get(key), f"{w}.{key}", 1))]
             if strategy != "data" and key == "outputs" and sorted(names) != sorted(stage["outputs"]):

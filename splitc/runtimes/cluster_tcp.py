@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes.cluster_codec import pack, unpack
 from splitc.runtimes.cluster_worker import expected, parse_address, recv, send
-from splitc.runtimes.wire import CodecError, decode, encode
+from splitc.runtimes.wire import CodecError
 
 
 class WorkerLost(ConnectionError):
@@ -50,6 +51,7 @@ class _Conn:
         self.pending: dict[int, tuple[Future, object]] = {}
         self.specs: dict[str, tuple[list, list]] = {}  # part file -> (inputs, outputs) as the worker reported them
         self.dead: str | None = None
+        self.bytes_sent = self.bytes_received = 0  # wire payloads of run requests and their answers
         self._ids, self._lock, self._send = itertools.count(), threading.Lock(), threading.Lock()
         threading.Thread(target=self._read, name=f"splitc-cluster-{device}", daemon=True).start()
 
@@ -61,6 +63,7 @@ class _Conn:
                 return fut
             rid = next(self._ids)
             self.pending[rid] = (fut, finish)
+            self.bytes_sent += len(body)
         try:
             with self._send:
                 send(self.sock, {**header, "id": rid}, body)
@@ -77,6 +80,8 @@ class _Conn:
                 if entry is None:
                     raise ConnectionError(f"answer to no request ({str(header.get('id'))[:20]})")
                 fut, finish = entry
+                with self._lock:
+                    self.bytes_received += len(body)
                 if header.get("ok") is not True:
                     error = header.get("error")
                     fut.set_exception(SplitcError(f"cluster device {self.device}: {str(error)[:400] if error else 'request failed'}"))
@@ -150,14 +155,24 @@ class TcpEngine:
 
         return conn.request({"op": "load", "file": file, "sha256": sha256}, b"", finish)
 
-    def submit(self, device: str, file: str, feeds: dict[str, np.ndarray], tag: int) -> Future:
+    def submit(self, device: str, file: str, feeds: dict[str, np.ndarray], tag: int, codec: str = "fp32") -> Future:
+        """Run ``file`` on ``device``; ``codec`` (splitc/runtimes/cluster_codec.py) codes the inputs and outputs."""
         conn = self.conns[device]
         outputs = conn.specs[file][1]
 
         def finish(_header, body):
-            return decode(body, expected(outputs, body))
+            return unpack(body, expected(outputs, body), codec)
 
-        return conn.request({"op": "run", "file": file, "tag": tag}, encode(feeds, entropy="raw", frame=tag), finish)
+        try:
+            body = pack(feeds, codec, tag)
+        except CodecError as e:
+            raise SplitcError(f"cluster device {device}: {e}") from None
+        header = {"op": "run", "file": file, "tag": tag} | ({"codec": codec} if codec != "fp32" else {})
+        return conn.request(header, body, finish)
+
+    def wire_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per device: (payload bytes sent to it, received from it) by run requests so far."""
+        return {d: (c.bytes_sent, c.bytes_received) for d, c in self.conns.items()}
 
     def add(self, device: str, address: str | None = None) -> None:
         """Connect to ``device`` again: at ``address``, where it was, or (spawn) in a new local process."""

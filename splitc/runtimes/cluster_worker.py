@@ -10,7 +10,8 @@ its own network namespace under a CPU quota: no shared memory). Every message, b
 Requests: ``{"op": "load", "id": n, "file": "parts/x.onnx", "sha256": digest}`` (the file's bytes are checked against
 the plan's digest before they are loaded) -> ``{"id": n, "ok": true, "inputs": [...],
 "outputs": [...]}`` (tensor specs; a dimension onnxruntime does not know is null) and ``{"op": "run", "id": n,
-"file": ..., "tag": frame}`` + the inputs of a part loaded before -> ``{"id": n, "ok": true}`` + its outputs. A request that fails
+"file": ..., "tag": frame, "codec": "fp32"|"int8"}`` + the inputs of a part loaded before (``codec``: how both
+ways are coded, splitc/runtimes/cluster_codec.py; default fp32) -> ``{"id": n, "ok": true}`` + its outputs. A request that fails
 is answered ``{"id": n, "ok": false, "error": "one line"}``; a frame that does not parse closes the connection.
 Requests on one connection run in order (a device computes one part at a time); tensors are checked by
 splitc/runtimes/wire.py against the part's own input specs before anything is allocated.
@@ -33,7 +34,8 @@ import numpy as np
 from splitc.errors import SplitcError
 from splitc.runtimes.files import sha256_file
 from splitc.runtimes.jsonguard import JSONLimitError, loads
-from splitc.runtimes.wire import MAX_ELEMENTS, CodecError, decode, encode, read_header
+from splitc.runtimes.cluster_codec import check, pack, unpack
+from splitc.runtimes.wire import MAX_ELEMENTS, CodecError, read_header
 
 MAX_MESSAGE = 1 << 31  # one frame: a part's tensors (wire.py bounds each tensor to 2^31 elements as well)
 MAX_HEADER = 1 << 16
@@ -148,11 +150,12 @@ class Parts:
                 raise SplitcError(f"part {file[:80]!r} is not loaded here; send a load request first")
             return self._sessions[file]
 
-    def run(self, file, payload: bytes, tag: int) -> bytes:
+    def run(self, file, payload: bytes, tag: int, codec: str = "fp32") -> bytes:
         sess, inputs, outputs = self.loaded(file)
-        feeds = decode(payload, expected(inputs, payload))
+        check(codec)
+        feeds = unpack(payload, expected(inputs, payload), codec)
         results = sess.run([o["name"] for o in outputs], feeds)
-        return encode({o["name"]: np.asarray(r) for o, r in zip(outputs, results)}, entropy="raw", frame=tag)
+        return pack({o["name"]: np.asarray(r) for o, r in zip(outputs, results)}, codec, tag)
 
 
 def _spec(arg) -> dict:
@@ -173,7 +176,7 @@ def answer(parts: Parts, header: dict, body: bytes) -> tuple[dict, bytes]:
             tag = header.get("tag", 0)
             if type(tag) is not int or not 0 <= tag < 1 << 62:
                 raise SplitcError(f"frame tag {str(tag)[:40]!r} is not an integer in [0, 2^62)")
-            return {"id": rid, "ok": True, "tag": tag}, parts.run(header.get("file"), body, tag)
+            return {"id": rid, "ok": True, "tag": tag}, parts.run(header.get("file"), body, tag, header.get("codec", "fp32"))
         if op == "ping":
             return {"id": rid, "ok": True}, b""
         raise SplitcError(f"unknown request {str(op)[:40]!r} (load, run, ping)")

@@ -11,7 +11,9 @@ Merges run at the hub in numpy (``merge.axis``: 2 for tiles, 1 for Conv/Gemm cha
 Part files are content-addressed, ``parts/<first 16 hex digits of the sha256>.onnx`` with the full digest in the
 section, so a part that several plans share (a stage unchanged when a device leaves) is written once, and a part
 is built once per (blocks, strategy, range). ``tensors`` gives the dtype and shape of every stage input and output,
-so a reader can check rows and shares against them (splitc.runtimes.cluster_plan).
+so a reader can check rows and shares against them (splitc.runtimes.cluster_plan). Each part names its ``codec``, how
+its inputs and outputs cross the hub<->device link ("int8" with cluster.toml's [network] boundary = "int8", except on
+the hub's own slot; else "fp32"; splitc.runtimes.cluster_codec), and the section its ``boundary``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ def _stage(src: Source, writer: _Writer, plans: ClusterPlans, stage: ClusterStag
         merge = {"axis": 1 if axis == 1 else -1}
     else:
         raise SplitcError(f"cluster plan: stage {list(span)} has an unknown strategy '{stage.strategy}'")
+    # the codec of each hub<->device edge, both ways: [network] boundary, except on the hub's own slot
+    spec = plans.spec
+    parts = [{**p, "codec": "int8" if spec.boundary == "int8" and p["slot"] != spec.hub else "fp32"} for p in parts]
     for name in {*inputs, *outputs}:
         tensors.setdefault(name, {"dtype": _dtype(src, name), "shape": list(src.shape(name))})
     return {"strategy": stage.strategy, "blocks": list(span), "slots": list(stage.slots), "shares": list(stage.shares),
@@ -149,4 +154,4 @@ def cluster_section(model: ir.Model | onnx.ModelProto, plans: ClusterPlans, dire
     tensors: dict[str, dict] = {}
     ordered = [plans.best] + [p for p in plans.plans.values() if p is not plans.best]
     section_plans = [_plan(src, writer, plans, p, tensors) for p in ordered]
-    return {"hub": spec.hub, "objective": spec.objective, "devices": devices, "tensors": tensors, "plans": section_plans}
+    return {"hub": spec.hub, "objective": spec.objective, "boundary": spec.boundary, "devices": devices, "tensors": tensors, "plans": section_plans}
