@@ -73,3 +73,22 @@ def test_ray_part_outside_the_folder_is_refused_by_the_actor(local_ray, tmp_path
     with pytest.raises(SplitcError, match="leaves the output folder"):
         engine.load("pi/0", "../elsewhere.onnx").result(timeout=60)
     engine.close()
+
+
+def test_ray_engine_codes_int8_parts_as_the_tcp_engine_does(local_ray, tmp_path):
+    """Parts marked codec "int8" (not the hub's pi/0) get their tensors as int8 wire payloads: close, not exact."""
+    section = cf.section()
+    for plan in section["plans"]:
+        for stage in plan["stages"]:
+            for p in stage["parts"]:
+                p["codec"] = "int8" if p["slot"] != "pi/0" else "fp32"
+    out = cf.write(tmp_path, section)
+    frames = cf.frames(3, seed=5)
+    want = cf.reference(frames)
+    with ClusterRunner(out, engine=RayEngine(out)) as ray_runner:
+        got = [ray_runner.run(f)["y"] for f in frames]
+    with ClusterRunner(out, spawn=True) as tcp_runner:
+        tcp = [tcp_runner.run(f)["y"] for f in frames]
+    for g, w, t in zip(got, want, tcp):
+        assert np.array_equal(g, t)  # the same codec on both engines
+        assert 0 < np.abs(g - w).max() <= 0.05 * np.abs(w).max()  # coded (not exact), within a few int8 steps
