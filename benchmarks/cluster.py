@@ -18,7 +18,8 @@ out/bench_cluster/profiles). Sections:
   slow       one of 4 workers at a quarter of the others' CPU: the planner told (speed-proportional) vs not (even)
   chair      Musical Chair: fc_wide (conv stem + fc of 10k outputs), throughput objective, 4 workers with 32 MB each:
              the plan's strategy per stage, frames/s of it vs all data-parallel and vs one device
-  yolo       YOLOv2's first 16 layers (width 0.5, 320 px) on 1..6 workers: speed-up, predicted memory per device, RSS
+  yolo       YOLOv2's first 16 layers (width 0.5, 320 px) on 1..6 workers: speed-up, predicted memory per device, RSS;
+             --boundary int8 (or both): [network] boundary = "int8", with the bytes on the wire per frame and the cosine
   leave      a worker of the vgg cluster killed mid-stream: frames lost, seconds to the new plan
 Each figure is a median over --frames frames after 2 warm-up frames; predicted vs measured latency (and frames/s) for
 every plan run; the machine's load average beside them (2 cores shared with other work: a quota is a ceiling).
@@ -76,8 +77,9 @@ def models() -> dict[str, Path]:
     return paths
 
 
-def toml(groups: list[dict], rate: str, objective: str = "latency", rtt_ms: float = 1.0) -> str:
-    lines = [f'objective = "{objective}"', "[network]", 'kind = "lan"', f'rate = "{rate}"', f"rtt_ms = {rtt_ms}"]
+def toml(groups: list[dict], rate: str, objective: str = "latency", rtt_ms: float = 1.0, boundary: str = "fp32") -> str:
+    lines = [f'objective = "{objective}"', "[network]", 'kind = "lan"', f'rate = "{rate}"', f"rtt_ms = {rtt_ms}",
+             f'boundary = "{boundary}"']
     for g in groups:
         if CPU_SCALE[0] != 1.0:
             g = {**g, "cpu_share": round(g.get("cpu_share", 1.0) * CPU_SCALE[0], 6)}
@@ -157,16 +159,17 @@ def reference(model: Path):
 
 
 def latency(emu: Emulated, feeds, want, frames: int) -> dict:
-    times, err = [], 0.0
+    times, err, cos = [], 0.0, 1.0
     for i in range(WARMUP + frames):
         t = time.perf_counter()
         out = emu.runner.run(feeds)
         took = time.perf_counter() - t
         (got,) = out.values()
         err = max(err, float(np.abs(got - want).max()))
+        cos = min(cos, float(got.ravel().astype(np.float64) @ want.ravel() / (np.linalg.norm(got) * np.linalg.norm(want) or 1.0)))
         if i >= WARMUP:
             times.append(took)
-    return {"latency_s": statistics.median(times), "max_abs_error": err, "load": load()}
+    return {"latency_s": statistics.median(times), "max_abs_error": err, "cosine": cos, "load": load()}
 
 
 def throughput(emu: Emulated, feeds, frames: int, in_flight: int = 4) -> float:
@@ -311,19 +314,30 @@ def yolo(args, profile: Path, paths) -> dict:
     feeds, want = reference(paths["yolo16"])
     hub = {"name": "hub", "profile": str(profile), "count": 1, "memory_mb": 4096, "hub": True, "worker": False}
     rows = []
-    for n in args.yolo_devices:
-        rate = args.yolo_rate
-        out, _ = compiled(f"yolo_{n}", paths["yolo16"], toml([hub, {"name": "pi", "profile": str(profile), "count": n, "memory_mb": 1024}], f"{rate / 1e6:g}mbit"))
-        plan = best(out)
-        with Emulated(args, out, {"hub": args.hub_share, "pi": args.share}, rate) as emu:
-            measured = latency(emu, feeds, want, args.frames)
-            measured["worker_rss_mb"] = {k: round(v, 1) for k, v in emu.rss_mb().items() if k != "hub/0"}
-        r = row(f"yolo16 {n} worker(s) at {rate / 1e6:g} Mbit/s", plan, measured, predicted_memory_mb={k: round(v / 1e6, 2) for k, v in plan["memory_bytes"].items()})
-        rows.append(r)
+    boundaries = ["fp32", "int8"] if args.boundary == "both" else [args.boundary]
+    for boundary in boundaries:
+        for n in args.yolo_devices:
+            rate = args.yolo_rate
+            name = f"yolo_{n}" + ("" if boundary == "fp32" else f"_{boundary}")
+            out, _ = compiled(name, paths["yolo16"], toml([hub, {"name": "pi", "profile": str(profile), "count": n, "memory_mb": 1024}],
+                                                           f"{rate / 1e6:g}mbit", boundary=boundary))
+            plan = best(out)
+            with Emulated(args, out, {"hub": args.hub_share, "pi": args.share}, rate) as emu:
+                measured = latency(emu, feeds, want, args.frames)
+                measured["worker_rss_mb"] = {k: round(v, 1) for k, v in emu.rss_mb().items() if k != "hub/0"}
+                wire = emu.runner.engine.wire_bytes()  # every frame run (warm-up included) on this plan
+                measured["wire_bytes_per_frame"] = round(sum(a + b for a, b in wire.values()) / (WARMUP + args.frames))
+            r = row(f"yolo16 {n} worker(s) at {rate / 1e6:g} Mbit/s, {boundary}", plan, measured, boundary=boundary,
+                    predicted_memory_mb={k: round(v / 1e6, 2) for k, v in plan["memory_bytes"].items()})
+            rows.append(r)
+    base = rows[0]["latency_s"]  # the first boundary's single worker
     for r in rows:
-        r["speedup"] = rows[0]["latency_s"] / r["latency_s"]
-        print(f"  {r['case']}: speed-up {r['speedup']:.2f}x, predicted memory per device (MB) {r['predicted_memory_mb']},"
-              f" worker peak RSS (MB) {r['worker_rss_mb']}", flush=True)
+        own = next(o for o in rows if o["boundary"] == r["boundary"])["latency_s"]
+        r["speedup"], r["speedup_same_boundary"] = base / r["latency_s"], own / r["latency_s"]
+        print(f"  {r['case']}: speed-up {r['speedup']:.2f}x vs {rows[0]['case']} ({r['speedup_same_boundary']:.2f}x vs its own"
+              f" boundary's single worker), {r['wire_bytes_per_frame'] / 1e6:.3f} MB on the wire per frame, cosine"
+              f" {r['cosine']:.5f}, predicted memory per device (MB) {r['predicted_memory_mb']}, worker peak RSS (MB)"
+              f" {r['worker_rss_mb']}", flush=True)
     return {"rows": rows}
 
 
@@ -377,6 +391,8 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     ap.add_argument("--yolo-devices", default="1,2,4,6", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--yolo-rate", default=200e6, type=float, help="the yolo section's LAN rate, bit/s (default 200e6)")
+    ap.add_argument("--boundary", default="fp32", choices=["fp32", "int8", "both"],
+                    help="the yolo section's [network] boundary (both: fp32 then int8, speed-ups against fp32's single worker)")
     ap.add_argument("--out", default=str(OUT / "results.json"))
     args = ap.parse_args()
     wanted = args.only.split(",")

@@ -204,7 +204,7 @@ def test_splitc_run_judges_an_int8_plan_by_its_accuracy_budget(folder, compiled)
     np.save(folder / "frame.npy", np.random.default_rng(5).random((1, 3, 160, 160), dtype=np.float32))
     env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     r = subprocess.run([sys.executable, "-m", "splitc.cli.main", "run", "out-int8", "--input", "frame.npy", "--json"],
-                       capture_output=True, text=True, cwd=folder, env=env, timeout=300)
+                       capture_output=True, text=True, cwd=folder, env=env, timeout=300, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["boundary"] == "int8" and report["pass"] is True  # the fp32 check (max error 1e-5) would fail it

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from splitc.errors import SplitcError
+from splitc.runtimes.cluster_codec import check, pack, unpack
 from splitc.runtimes.files import sha256_file
 from splitc.runtimes.jsonguard import JSONLimitError, loads
-from splitc.runtimes.cluster_codec import check, pack, unpack
 from splitc.runtimes.wire import MAX_ELEMENTS, CodecError, read_header
 
 MAX_MESSAGE = 1 << 31  # one frame: a part's tensors (wire.py bounds each tensor to 2^31 elements as well)
