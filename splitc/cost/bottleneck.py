@@ -14,9 +14,8 @@ Training needs PyTorch (``pip install 'splitc[train]'``); the parts it emits run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
 
 import numpy as np
 

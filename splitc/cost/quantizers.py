@@ -267,7 +267,7 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     if spec.entropy == "ans":
         from splitc.runtimes import ans
 
-        as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)  # noqa: E731
+        as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)
         if tc.basis is None and tc.encoder is None:  # elementwise: one quantize of all the samples
             q = quantize(np.concatenate([as3(np.asarray(s)) for s in raw], axis=2), tc)
         else:  # PCA / learned: k channels

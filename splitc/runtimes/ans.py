@@ -62,7 +62,7 @@ class FittedTables(dict):
 def _row_counts(q: np.ndarray, alphabet: int) -> np.ndarray:
     """(rows, alphabet) counts of the symbols of ``q`` (outer, rows, inner) per row, symbols >= alphabet left out;
     one bincount over row-offset symbols (16-bit indices where they fit) instead of one per row."""
-    outer, rows, inner = q.shape
+    rows = q.shape[1]
     wide = np.uint16 if rows * alphabet <= 1 << 16 else np.intp
     idx = q.astype(wide)
     idx += (np.arange(rows, dtype=wide) * alphabet)[None, :, None]
