@@ -27,7 +27,8 @@ from splitc.errors import SplitcError
 __all__ = ["Window", "tile_part", "window_rows"]
 
 WINDOWS = ("Conv", "MaxPool", "AveragePool")
-H_LOCAL = PER_CHANNEL | {"Concat", "Sum", "Mean", "Cast", "LRN"}  # row r of the output reads row r of the inputs
+H_LOCAL = PER_CHANNEL | {"Concat", "Sum", "Mean", "Cast", "LRN", "Split", "Slice"}  # row r out reads row r in
+OFF_H = ("Concat", "Split")  # H-local unless their axis is H
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,12 @@ def tile_part(src: Source, names: Sequence[str], rows: tuple[int, int],
         got = [need[o] for o in n.output if o in need]
         if not got:
             continue
-        if len(got) > 1 or len([o for o in n.output if o]) > 1 and n.op_type not in WINDOWS:
+        if len(got) > 1 and n.op_type != "Split" or len([o for o in n.output if o]) > 1 and n.op_type not in WINDOWS + ("Split",):
             raise SplitcError(f"node '{n.name}' ({n.op_type}) has several outputs; a spatial tile handles one")
-        lo, hi = got[0]
+        lo, hi = min(r[0] for r in got), max(r[1] for r in got)
+        for o in n.output:  # a Split computes the union of its outputs' rows; each consumer crops its own
+            if o in need:
+                need[o] = (lo, hi)
         dyn = [(j, i) for j, i in enumerate(n.input) if i in src.dynamic]
         if n.op_type in WINDOWS:
             if [j for j, _ in dyn] != [0]:
@@ -136,7 +140,8 @@ def tile_part(src: Source, names: Sequence[str], rows: tuple[int, int],
             win, pads = _window(src, n)
             r = window_rows(win, src.shape(n.input[0])[2], lo, hi)
             plan[n.name] = ([(0, (r.lo, r.hi))], r, pads)
-        elif n.op_type in H_LOCAL and not (n.op_type == "Concat" and _attr(n, "axis") % len(src.shape(n.output[0])) == 2):
+        elif n.op_type in H_LOCAL and not (n.op_type in OFF_H and _attr(n, "axis", 0) % len(src.shape(n.output[0])) == 2) \
+                and not (n.op_type == "Slice" and _slices_h(src, n)):
             _check_h_local(src, n, dyn)
             plan[n.name] = ([(j, (lo, hi)) for j, _ in dyn], None, None)
         else:
@@ -147,6 +152,17 @@ def tile_part(src: Source, names: Sequence[str], rows: tuple[int, int],
     if ins[0] not in need:
         raise SplitcError(f"tensor '{output}' does not depend on the stage input '{ins[0]}'")
     return _build(src, nodes, plan, need, ins[0], output), need[ins[0]]
+
+
+def _slices_h(src: Source, n: onnx.NodeProto) -> bool:
+    """A Slice that may cut H: its axes (absent: the leading ones, one per start) unknown or naming axis 2."""
+    rank = len(src.shape(n.input[0]))
+    if len(n.input) > 3 and n.input[3]:
+        axes = src.const(n.input[3])
+    else:
+        starts = src.const(n.input[1]) if len(n.input) > 1 else None
+        axes = None if starts is None else np.arange(starts.size)
+    return axes is None or any(int(a) % rank == 2 for a in axes.reshape(-1))
 
 
 def _check_h_local(src: Source, n: onnx.NodeProto, dyn: list[tuple[int, str]]) -> None:

@@ -28,6 +28,8 @@ class Layer:
     pad_top: int = 0
     pad_bottom: int = 0
     dilation: int = 1
+    inputs: tuple[str, ...] = ()  # its dynamic input tensors (empty: a chain, the previous layer's output)
+    outputs: tuple[str, ...] = ()  # its output tensors read by a later node (empty: a chain, one output)
 
     def scaled_s(self, profile: int, fraction: float) -> float:
         """Seconds to compute ``fraction`` of the layer's output (rows of a tile, channels of a split)."""
@@ -51,7 +53,7 @@ class Block:
     output_bytes: int
     weight_bytes: int
     peak_bytes: int  # the most activation bytes live at once while it runs
-    spatial: bool  # a chain of H-local layers (Conv, pools, per-channel elementwise) over NCHW
+    spatial: bool  # a DAG of H-local layers over NCHW (Conv, pools, elementwise, channel Concat/Split/Slice), one input
     channel: bool  # a Conv/Gemm/MatMul first, then per-channel ops only
 
     @property
@@ -93,7 +95,7 @@ class BlockChain:
         """:func:`tile` of output rows [a, b) of blocks [first, last) (memoized)."""
         key = ("tile", first, last, a, b, profile)
         if key not in self._memo:
-            self._memo[key] = tile(self.layers(first, last), a, b, profile)
+            self._memo[key] = tile(self.layers(first, last), a, b, profile, self.blocks[first].input_bytes)
         return self._memo[key]
 
 
@@ -109,20 +111,47 @@ class Tile:
     peak_bytes: int
 
 
-def tile(layers: list[Layer], a: int, b: int, profile: int) -> Tile:
-    """Output rows [a, b) of a chain of H-local layers: each layer's rows found backwards from the last (the halo is
-    recomputed by each tile), its cost and its input rows."""
-    rows = []
-    lo, hi = a, b
-    for layer in reversed(layers):
-        rows.append((lo, hi))
-        lo, hi = layer.input_rows(lo, hi)
-    rows.reverse()
-    seconds = sum(layer.scaled_s(profile, (r[1] - r[0]) / layer.out_h) for layer, r in zip(layers, rows))
-    first, last = layers[0], layers[-1]
-    peak = max(int(layer.in_bytes * (layer.input_rows(*r)[1] - layer.input_rows(*r)[0]) / layer.in_h
-                   + layer.out_bytes * (r[1] - r[0]) / layer.out_h) for layer, r in zip(layers, rows))
-    return Tile((a, b), (lo, hi), seconds, -(-first.in_bytes * (hi - lo) // first.in_h),
+def tile(layers: list[Layer], a: int, b: int, profile: int, in_bytes: int | None = None) -> Tile:
+    """Output rows [a, b) of the last layer's output, over a DAG of H-local layers (topological order; a chain when the
+    layers name no tensors): backwards from the last layer, each tensor's rows are the union of the rows its consumers
+    read (a residual skip, a SiLU's two operands: the producer computes the union once, each consumer reads its rows;
+    the halo is recomputed by each tile). Each layer is priced by the rows it computes; the peak is the most
+    row-scaled bytes live at once. ``in_bytes``: the stage input's bytes (default: the first layer's input bytes)."""
+    ins = [layer.inputs or (f"#{k}",) for k, layer in enumerate(layers)]
+    outs = [layer.outputs or (f"#{k + 1}",) for k, layer in enumerate(layers)]
+    made = {t: k for k, o in enumerate(outs) for t in o}
+    (x,) = {t for i in ins for t in i if t not in made}  # the stage input
+    need: dict[str, tuple[int, int]] = {outs[-1][0]: (a, b)}
+    rows: list[tuple[int, int] | None] = [None] * len(layers)
+    for k in reversed(range(len(layers))):
+        got = [need[t] for t in outs[k] if t in need]
+        if not got:
+            continue  # no row of it reaches the tile's output
+        rows[k] = (min(r[0] for r in got), max(r[1] for r in got))
+        for t in outs[k]:
+            need[t] = rows[k]  # a Split computes every output's rows at once
+        lo, hi = layers[k].input_rows(*rows[k])
+        for t in ins[k]:
+            have = need.get(t)
+            need[t] = (lo, hi) if have is None else (min(have[0], lo), max(have[1], hi))
+    lo, hi = need[x]
+    seconds = sum(layer.scaled_s(profile, (r[1] - r[0]) / layer.out_h) for layer, r in zip(layers, rows) if r is not None)
+    last = layers[-1]
+    alone = [layer for layer, i in zip(layers, ins) if i == (x,)]  # a layer reading only x knows its bytes and H
+    x_bytes = alone[0].in_bytes if alone or in_bytes is None else in_bytes
+    size = {x: (x_bytes, (alone or [next(layer for layer, i in zip(layers, ins) if x in i)])[0].in_h)}
+    size.update((t, (layer.out_bytes / len(o), layer.out_h)) for layer, o in zip(layers, outs) for t in o)
+    last_read = {t: k for k, i in enumerate(ins) for t in i}
+    peak = 0
+    for k, r in enumerate(rows):  # the live sweep: tensors read at or after k, produced before k, and k's outputs
+        if r is None:
+            continue
+        layer = layers[k]
+        if len(ins[k]) == 1:  # a chain layer: its own bytes and H for its input (the planner's layers are consistent)
+            size[ins[k][0]] = (layer.in_bytes, layer.in_h)
+        live = [t for t, j in last_read.items() if j >= k and made.get(t, -1) < k and t in need] + list(outs[k])
+        peak = max(peak, int(sum(size[t][0] * (need[t][1] - need[t][0]) / size[t][1] for t in live)))
+    return Tile((a, b), (lo, hi), seconds, -(-x_bytes * (hi - lo) // size[x][1]),
                 -(-last.out_bytes * (b - a) // last.out_h), peak)
 
 

@@ -54,14 +54,30 @@ def _ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
     return list(attr.as_ints()) if attr is not None else default
 
 
-def _geometry(node: ir.Node, x: ir.Value, y: ir.Value) -> dict | None:
-    """H geometry of an H-local layer over NCHW, or None."""
-    xs, ys = static_dims(x), static_dims(y)
-    if xs is None or ys is None or len(xs) != 4 or len(ys) != 4:
+def _axis(node: ir.Node, rank: int, default: int = 0) -> int:
+    attr = node.attributes.get("axis")
+    return (attr.as_int() if attr is not None else default) % rank
+
+
+def _channel_slice(node: ir.Node) -> bool:
+    """A Slice whose constant ``axes`` name the channel axis only (its starts/ends/steps then leave H whole)."""
+    axes = node.inputs[3] if len(node.inputs) > 3 else None
+    if axes is None or axes.const_value is None:
+        return False
+    return [int(a) % 4 for a in axes.const_value.numpy().reshape(-1)] == [1]
+
+
+def _geometry(node: ir.Node, dyn: list[ir.Value], outs: list[ir.Value]) -> dict | None:
+    """H geometry of an H-local layer over NCHW (every dynamic input and output 4-d), or None."""
+    shapes = [static_dims(v) for v in [*dyn, *outs]]
+    if not dyn or not outs or any(sh is None or len(sh) != 4 for sh in shapes):
         return None
+    xs, ys = shapes[0], shapes[len(dyn)]
     g = {"in_h": xs[2], "out_h": ys[2]}
     op = node.op_type
     if op == "Conv" or op in POOLS:
+        if len(dyn) != 1 or len(outs) != 1:
+            return None
         w = static_dims(node.inputs[1]) if op == "Conv" and len(node.inputs) > 1 and node.inputs[1] is not None else None
         k = (w[2] if w and len(w) == 4 else 0) if op == "Conv" else _ints(node, "kernel_shape", [0])[0]
         s, d = _ints(node, "strides", [1, 1])[0], _ints(node, "dilations", [1, 1])[0]
@@ -77,14 +93,22 @@ def _geometry(node: ir.Node, x: ir.Value, y: ir.Value) -> dict | None:
             top = total // 2 if auto == "SAME_UPPER" else total - total // 2
             bottom = total - top
         return {**g, "kernel_h": k, "stride_h": s, "pad_top": top, "pad_bottom": bottom, "dilation": d}
-    if xs[2] != ys[2]:
+    if any(sh[2] != ys[2] for sh in shapes):  # row r of every output reads row r of every dynamic input
         return None
-    if op in UNARY:
+    if op in UNARY and len(dyn) == 1:
         return g
     if op in BINARY:
         consts = [static_dims(v) for v in node.inputs if v is not None and _weight_like(v)]
-        if len(consts) == 1 and consts[0] is not None and (len(consts[0]) < 2 or consts[0][-2] == 1):
+        if len(dyn) == 1 and len(consts) == 1 and consts[0] is not None and (len(consts[0]) < 2 or consts[0][-2] == 1):
             return g
+        if len(dyn) == 2 and not consts and len(outs) == 1:  # two activations of the same H (a skip, a SiLU)
+            return g
+    if op == "Concat" and _axis(node, 4) == 1 and len(outs) == 1 and len(dyn) == len(node.inputs):
+        return g
+    if op == "Split" and _axis(node, 4) == 1 and len(dyn) == 1:
+        return g
+    if op == "Slice" and len(dyn) == 1 and _channel_slice(node):
+        return g
     return None
 
 
@@ -107,11 +131,12 @@ def _layer(node: ir.Node, dyn: list[ir.Value], outs: list[ir.Value], profiles: t
         raise SplitcError(f"node '{node.name}' has no latency on the cluster's profiles "
                           f"({', '.join(p.name for p in profiles)}): annotate the model with them as targets") from None
     fixed = tuple(min(t, p.latency(0.0, 0, cost.op_class, conv_kernel(node))) for t, p in zip(lat, profiles))
-    geo = _geometry(node, dyn[0], outs[0]) if len(dyn) == 1 and len(outs) == 1 else None
+    geo = _geometry(node, dyn, outs)
     ys = static_dims(outs[0]) if outs else None
     return Layer(node.name, node.op_type, lat, fixed, sum(_bytes(v) for v in dyn), sum(_bytes(v) for v in outs),
                  sum(_bytes(v) for v in node.inputs if v is not None and _weight_like(v)),
-                 (ys[1] if node.op_type == "Conv" else ys[-1]) if ys else 0, **(geo or {}))
+                 (ys[1] if node.op_type == "Conv" else ys[-1]) if ys else 0, **(geo or {}),
+                 inputs=tuple(v.name for v in dyn), outputs=tuple(v.name for v in outs))
 
 
 def build_chain(model: ir.Model, profiles: tuple[DeviceProfile, ...]) -> BlockChain:
@@ -151,7 +176,8 @@ def build_chain(model: ir.Model, profiles: tuple[DeviceProfile, ...]) -> BlockCh
         layers = tuple(_layer(nodes[k], dyn[k], used[k], profiles) for k in range(s, e))
         chain = all(len(dyn[k]) == 1 and len(used[k]) == 1 and (dyn[k][0] is used[k - 1][0] if k > s else dyn[k][0] is ins[0])
                     for k in range(s, e)) and len(ins) == 1
-        spatial = chain and all(layer.out_h > 0 for layer in layers)
+        # spatial: a DAG of H-local layers (one input at the cut; skips, SiLUs, channel concats and splits inside)
+        spatial = len(ins) == 1 and all(layer.out_h > 0 for layer in layers)
         channel = chain and _channel_head(nodes[s]) and all(n.op_type in UNARY | BINARY for n in nodes[s + 1:e]) \
             and layers[0].out_channels > 0
         blocks.append(Block(tuple(n.name for n in nodes[s:e]), tuple(v.name for v in ins), tuple(v.name for v in outs),
