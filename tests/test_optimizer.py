@@ -133,7 +133,8 @@ def test_evaluate_many_matches_evaluate(cg, data):
 
 # --------------------------------------------------------------------------- hand-made cases
 
-LINK = Link("hand", up_bps=8e6, down_bps=16e6, rtt_s=0.05)  # 1 MB/s up, 2 MB/s down
+LINK = Link("hand", up_bps=8e6, down_bps=16e6, rtt_s=0.05, message_bytes=0.0, segment_header_bytes=0.0)  # 1 MB/s up, 2 MB/s down;
+# payload bytes only, for the arithmetic below (framing and packet headers: tests/test_link_framing.py)
 FAST_CODEC = (1e30, 1e30)  # codec time negligible: transfers are wire time only
 
 
@@ -296,7 +297,7 @@ def test_idle_power_while_waiting_moves_the_energy_plan():
 
     cg = graph([("a", (0.03, 0.2)), ("b", (0.07, 0.07))],
                [CTensor("x", None, (0,), False, 0, 0), CTensor("t", 0, (1,), False, 0, 0), CTensor("y", 1, (), True, 0, 0)],
-               link=Link("l", 8e6, 8e6, 0.02, radio=parse_link("wifi").radio))
+               link=Link("l", 8e6, 8e6, 0.02, radio=parse_link("wifi").radio, message_bytes=0.0))  # nothing on the wire
     cg = replace(cg, busy_power_w=(5.0, 50.0), idle_power_w=(2.0, 20.0))
     cut = evaluate(cg, [0, 1])
     # the device computes 0.03 s and waits 0.09 s for the wire and the server
@@ -324,7 +325,7 @@ def test_codec_and_wire_time():
     cg = graph(
         [("a", (1.0, 0.0))],
         [CTensor("x", None, (0,), False, 4000, 1000), CTensor("y", 0, (), True, 400, 400)],
-        link=Link("l", 8e3, 16e3, 0.0),
+        link=Link("l", 8e3, 16e3, 0.0, message_bytes=0.0, segment_header_bytes=0.0),  # payload only
         enc=(1e6, 2e6),
         dec=(4e6, 8e6),
     )

@@ -29,6 +29,7 @@ def io_spec(v: ir.Value) -> dict:
 
 def summary(cg: CostGraph, sol: Solution, goal: Goal | None = None) -> dict:
     c = sol.cost
+    wire = lambda link, n: round(cg.links[link].wire_bytes(n)) if n else 0  # noqa: E731  (one message when used)
     out = {
         "total_s": c.total_s,
         "compute_s": dict(zip(cg.tiers, c.compute_s)),
@@ -38,7 +39,7 @@ def summary(cg: CostGraph, sol: Solution, goal: Goal | None = None) -> dict:
         "period_s": c.period_s,
         "fps": 1.0 / c.period_s if c.period_s > 0 else None,
         "device_memory_bytes": c.device_memory_bytes,
-        "link_bytes": [{"up": u, "down": d} for u, d in c.link_bytes],
+        "link_bytes": [{"up": u, "down": d, "wire_up": wire(i, u), "wire_down": wire(i, d)} for i, (u, d) in enumerate(c.link_bytes)],
         "nodes_per_target": {t: sum(1 for p in sol.placement if p == i) for i, t in enumerate(cg.tiers)},
         "device_nodes": sum(1 for p in sol.placement if p == 0),
         "server_nodes": sum(1 for p in sol.placement if p == cg.k - 1),
@@ -85,6 +86,8 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
     by_name = {t.name: t for t in cg.tensors}
     for c in split.crossings:
         enc, wire_s, dec = cg.hop_parts(by_name[c.tensor], c.link, c.dst > c.src)
+        wire_bytes = cg.links[c.link].wire_bytes(by_name[c.tensor].encoded_bytes if c.dst > c.src or by_name[c.tensor].encoded_down_bytes
+                                                 is None else by_name[c.tensor].encoded_down_bytes, messages=0)
         boundary.append({
             "tensor": c.tensor,
             "from": targets[c.src].name,
@@ -97,6 +100,7 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
             "codec": c.codec,
             "encode_s": enc,
             "transfer_s": wire_s,
+            "wire_bytes": round(wire_bytes),
             "decode_s": dec,
             "is_output": c.is_output,
             "wire": [{"name": w.name, "dtype": w.dtype, "shape": list(w.shape), **({"bits": w.bits} if w.bits != 8 else {})}
@@ -128,7 +132,9 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
             for i, t in enumerate(targets)
         ],
         "links": [{"from": targets[i].name, "to": targets[i + 1].name, "name": l.name, "up_bps": l.up_bps,
-                   "down_bps": l.down_bps, "rtt_s": l.rtt_s, "radio": _radio(l)} for i, l in enumerate(links)],
+                   "down_bps": l.down_bps, "rtt_s": l.rtt_s, "radio": _radio(l), "message_bytes": l.message_bytes,
+                   "segment_header_bytes": l.segment_header_bytes, "mss_bytes": l.mss_bytes,
+                   "message_s": {"up": l.message_s("up"), "down": l.message_s("down")}} for i, l in enumerate(links)],
         "objective": goal.objective,
         "limits": {k: v for k, v in {"deadline_s": goal.deadline_s, "max_energy_j": goal.max_energy_j,
                                      "max_device_memory_bytes": goal.max_device_memory, "max_cloud_s": goal.max_cloud_s}.items()
@@ -138,7 +144,10 @@ def build_plan(model, model_path: Path, sha256: str, targets: tuple[DeviceProfil
         "input_codec": [ic.record(targets) for ic in (graph.meta.get(ann.INPUT_CODECS) or {}).values()],
         "wire_sizes": "measured on calibration data" if graph.meta.get(ann.WIRE_SIZES) else "estimated (int8: raw/4, fp32: raw)",
         "cost_model": ("total_s = sum(nodes[].latency_s[nodes[].target]) + sum(boundary[].encode_s + transfer_s + decode_s)"
-                       " + sum over links of links[l].rtt_s / 2 x (directions, up and down, that boundary[] uses on link l)"),
+                       " + sum over links of (links[l].rtt_s / 2 + links[l].message_s[direction]) x (directions, up and down,"
+                       " that boundary[] uses on link l); boundary[].transfer_s = wire_bytes x 8 / rate, wire_bytes ="
+                       " encoded_bytes x (1 + segment_header_bytes / mss_bytes), and each direction used is one message of"
+                       " message_bytes framing (message_s)"),
         "nodes": nodes,
         "tensors": tensors,
         "boundary": boundary,
@@ -157,4 +166,6 @@ def recompute_total(plan: dict) -> float:
     compute = sum(n["latency_s"][n["target"]] for n in plan["nodes"] if n["target"] in n["latency_s"])
     transfer = sum(b["encode_s"] + b["transfer_s"] + b["decode_s"] for b in plan["boundary"])
     used = {(b.get("link", 0), b.get("direction", "down" if b["to"] == plan["targets"][0]["name"] else "up")) for b in plan["boundary"]}
-    return compute + transfer + sum(plan["links"][link]["rtt_s"] / 2 for link, _ in used)  # half an RTT each way
+    # half an RTT each way, and one message's framing (plans before it was priced have no message_s: 0)
+    return compute + transfer + sum(plan["links"][link]["rtt_s"] / 2 + plan["links"][link].get("message_s", {}).get(d, 0.0)
+                                    for link, d in used)

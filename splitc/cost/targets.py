@@ -103,9 +103,24 @@ class RadioModel:
         return alpha * bps / 1e6 + self.beta_w
 
 
+# What a real device sends beyond the payload, measured on the emulated link (benchmarks/serve_latency.py wire, the veth
+# pair's byte and packet counters with `splitc serve` behind tc tbf; bottlenet payloads of 4.8 KB and 16.6 KB up, 20
+# frames each): every packet carries 66 B of headers (Ethernet 14 + IPv4 20 + TCP with timestamps 32: the slope of bytes
+# over packets between the two payloads, 65.6 B); the rest is a constant ~475 B a message: the HTTP request line and
+# headers and the OIP JSON header of the binary data extension (~367 B), the acknowledgements of the answer and the
+# last, partly filled segment. (payload + 475) x (1 + 66/1448) gives 5497 and 17835 B, as measured.
+MESSAGE_BYTES = 475.0
+SEGMENT_HEADER_BYTES = 66.0
+MSS_BYTES = 1448.0  # TCP payload per segment: Ethernet MTU 1500 - IPv4 20 - TCP 32 (with timestamps)
+
+
 @dataclass(frozen=True)
 class Link:
-    """A network link between two adjacent tiers. Rates in bits per second."""
+    """A network link between two adjacent tiers. Rates in bits per second.
+
+    What crosses it is priced as it goes on the wire: each message (one request up, one answer down per direction
+    used in a frame) adds ``message_bytes`` of framing, and every ``mss_bytes`` of it carries ``segment_header_bytes``
+    of packet headers."""
 
     name: str
     up_bps: float
@@ -113,10 +128,23 @@ class Link:
     rtt_s: float
     source: str = ""
     radio: RadioModel | None = None
+    message_bytes: float = MESSAGE_BYTES
+    segment_header_bytes: float = SEGMENT_HEADER_BYTES
+    mss_bytes: float = MSS_BYTES
 
-    def transfer_s(self, nbytes: float, direction: str) -> float:
+    def wire_bytes(self, payload, messages: float = 1):
+        """Bytes on the wire for ``payload`` bytes sent in ``messages`` messages, headers of every segment included."""
+        return (payload + messages * self.message_bytes) * (1.0 + self.segment_header_bytes / self.mss_bytes)
+
+    def transfer_s(self, nbytes, direction: str, messages: float = 1):
+        """Seconds on the wire for ``nbytes`` of payload in ``messages`` messages (0: a part of a message whose
+        framing is priced once, by ``message_s``)."""
         rate = self.up_bps if direction == "up" else self.down_bps
-        return nbytes * 8.0 / rate
+        return self.wire_bytes(nbytes, messages) * 8.0 / rate
+
+    def message_s(self, direction: str) -> float:
+        """Seconds the framing of one message takes on the wire (paid once per direction used in a frame)."""
+        return self.transfer_s(0.0, direction)
 
     def scaled(self, up_bps: float) -> "Link":
         """The same link at another uplink rate, the downlink scaled in proportion."""

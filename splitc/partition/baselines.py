@@ -29,6 +29,10 @@ def _collapse(cg: CostGraph) -> CostGraph:
         1.0 / sum(1.0 / l.down_bps for l in links),
         sum(l.rtt_s for l in links),
         radio=links[0].radio,
+        # every hop sends its own message: at the series rate this framing takes the seconds of all hops' (up)
+        message_bytes=sum(l.message_bytes / l.up_bps for l in links) / sum(1.0 / l.up_bps for l in links),
+        segment_header_bytes=links[0].segment_header_bytes,
+        mss_bytes=links[0].mss_bytes,
     )
     nodes = tuple(replace(n, latency_s=(n.latency_s[0], n.latency_s[-1])) for n in cg.nodes)
     tensors = tuple(t if t.coder_s is None else replace(t, coder_s=(t.coder_s[0], t.coder_s[-1])) for t in cg.tensors)

@@ -9,6 +9,8 @@ Transfers are store-and-forward: a tensor crossing link l (between tiers l and l
 on the sending tier, sent at the link's rate and decoded on the receiving tier, once per link
 and direction however many consumers it has. Each direction of a link that is used pays half its
 RTT (the one-way delay): a request/response exchange (device -> server -> device) pays one RTT.
+On the wire a tensor's bytes carry packet headers, and each direction used is one message whose
+framing is sent once (``Link.wire_bytes``).
 
 Device energy per frame: busy power while the device computes or codes, idle power for the rest of
 the frame (waiting for the wire and the server), plus the radio's power while it sends or receives.
@@ -97,7 +99,7 @@ class CostGraph:
         return (
             enc,
             self.links[link].transfer_s(t.encoded_bytes if up or t.encoded_down_bytes is None else t.encoded_down_bytes,
-                                        "up" if up else "down"),
+                                        "up" if up else "down", messages=0),
             dec,
         )
 
@@ -124,7 +126,7 @@ class CostGraph:
 class Breakdown:
     total_s: float  # sequential end-to-end latency of one frame
     compute_s: tuple[float, ...]  # per tier
-    transfer_s: float  # encode + wire + decode of every crossing
+    transfer_s: float  # encode + wire + decode of every crossing, and the framing of every message (direction used)
     rtt_s: float
     feasible: bool  # data-flow direction and fused groups respected (constraints are checked apart)
     energy_j: float = 0.0  # device energy per frame: busy x device time + idle x the rest of the frame + radio energy
@@ -193,7 +195,7 @@ def _hop_vectors(cg: CostGraph, link: int, up: bool) -> tuple[np.ndarray, np.nda
     """``hop_parts`` of every tensor at once: (encode, wire, decode) seconds, each of shape (tensors,)."""
     s = _structure(cg)
     src, dst = (link, link + 1) if up else (link + 1, link)
-    wire = cg.links[link].transfer_s(s["up_bytes"] if up else s["down_bytes"], "up" if up else "down")
+    wire = cg.links[link].transfer_s(s["up_bytes"] if up else s["down_bytes"], "up" if up else "down", messages=0)
     enc, dec = s["raw"] / cg.encode_bytes_per_s[src], s["raw"] / cg.decode_bytes_per_s[dst]
     for i, t in enumerate(cg.tensors):  # tensors with their own coder (image inputs): a few at most
         if t.coder_s is not None:
@@ -299,6 +301,11 @@ def _combine(cg: CostGraph, compute: list, c: dict, feasible: np.ndarray) -> dic
     k = cg.k
     # half an RTT per direction used: the one-way delay each way
     rtt = sum((c["used_up"][l].astype(float) + c["used_down"][l]) * (cg.links[l].rtt_s / 2) for l in range(k - 1))
+    # each direction used is one message: its framing (HTTP + OIP header, packet headers) is on the wire once
+    framing = [(c["used_up"][l] * cg.links[l].message_s("up"), c["used_down"][l] * cg.links[l].message_s("down"))
+               for l in range(k - 1)]
+    c = {**c, "transfer": c["transfer"] + sum(u + d for u, d in framing),
+         "wire_up": [w + f[0] for w, f in zip(c["wire_up"], framing)], "wire_down": [w + f[1] for w, f in zip(c["wire_down"], framing)]}
     total = sum(compute) + c["transfer"] + rtt
     radio = cg.links[0].radio
     busy = compute[0] + c["codec"][0]

@@ -100,14 +100,20 @@ class _Formulation:
             for j in range(1, k):
                 self.prob += self.z[a][j] == self.z[b][j]
         for link in range(k - 1):
-            r = cg.links[link].rtt_s
+            r, frame_up, frame_down = cg.links[link].rtt_s, cg.links[link].message_s("up"), cg.links[link].message_s("down")
             if self.structured:
                 used = var(f"U{link}", 0, 1)
                 for v in range(n):
                     self.prob += used >= self.z[v][link + 1]
                 rtt.append(r * used)  # a round trip: half an RTT up, half down
+                uses = (used, used)
             else:
-                rtt.append(r / 2 * (self._uses.get((link, True), 0) + self._uses.get((link, False), 0)))
+                uses = (self._uses.get((link, True), 0), self._uses.get((link, False), 0))
+                rtt.append(r / 2 * (uses[0] + uses[1]))
+            # one message each direction used: its framing goes on the wire once
+            transfer += [frame_up * uses[0], frame_down * uses[1]]
+            wire_up[link].append(frame_up * uses[0])
+            wire_down[link].append(frame_down * uses[1])
         self.codec = [pulp.lpSum(c) for c in codec]
         self.wire_up = [pulp.lpSum(w) for w in wire_up]
         self.wire_down = [pulp.lpSum(w) for w in wire_down]
