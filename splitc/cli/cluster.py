@@ -148,7 +148,7 @@ def cmd_run_cluster(args, load_inputs, reference_of) -> int:
         if rows:
             print_table(f"outputs vs the original model, worst of {len(samples)} frames", ["output", "max |error|", "cosine", ""], rows, {1, 2})
         if judged:
-            got = ", ".join(f"{k} {judged[k]:.4f}" for k in ("top1", "cosine") if judged.get(k) is not None)
+            got = ", ".join(f"{k} {judged[k]:.6f}" for k in ("top1", "cosine") if judged.get(k) is not None)
             need = ", ".join(f"{k} >= {v:g}" for k, v in judged["budget"].items())
             print(f"int8 boundary: {got} over {judged['samples']} frames; budget {need}: " + (
                 {True: "PASS", False: "FAIL"}[judged["pass"]] if judged["pass"] is not None
