@@ -169,7 +169,8 @@ def test_every_baseline_prices_the_input_as_the_compressed_frame(tmp_path):
     assert cloud["link_bytes"][0]["up"] == rec["encoded_bytes"]
     assert raw.plan["baselines"]["cloud_only"]["link_bytes"][0]["up"] == 3 * 64 * 64 + 5  # the int8 tensor, raw/4 + 5
     enc, dec = x.coder_s[0][0], x.coder_s[1][1]
-    wire = rec["encoded_bytes"] * 8 / cg.links[0].up_bps
+    link = cg.links[0]  # the frame's bytes with the headers of its packets (the message's framing is priced per frame)
+    wire = rec["encoded_bytes"] * (1 + link.segment_header_bytes / link.mss_bytes) * 8 / link.up_bps
     hop = cg.hop_parts(x, 0, True)
     assert hop == pytest.approx((enc, wire, dec))
     # the optimizer, Neurosurgeon and DADS see the same graph: each is priced by the one evaluator
