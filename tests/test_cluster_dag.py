@@ -70,7 +70,6 @@ def _check_tiles(m: ir.Model, chain, first: int, last: int, x: np.ndarray) -> in
     proto = ir.to_proto(m)
     src = Source(proto)
     blocks = chain.blocks[first:last]
-    layers = chain.layers(first, last)
     names = [n for b in blocks for n in b.nodes]
     x_name, y_name = blocks[0].input, blocks[-1].output
     ref = _reference(proto, x, [x_name, y_name])
