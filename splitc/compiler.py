@@ -6,7 +6,6 @@ stages and hands the results to codegen. It is also the Python API (``splitc.com
 
 from __future__ import annotations
 
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -294,8 +293,8 @@ def compile_cluster(model_path: str | Path, output_dir: str | Path | None, clust
     model_path = Path(model_path)
     out = Path(output_dir) if output_dir is not None else None
     keep = (model_path, Path(cluster))
-    if out is not None:
-        output.check_replaceable(out, force, keep)
+    if out is not None:  # refuse before the work
+        out = output.check_replaceable(out, force, keep)
     step("import")
     model = import_model(model_path, input_shapes)
     step("annotate")
@@ -311,20 +310,9 @@ def compile_cluster(model_path: str | Path, output_dir: str | Path | None, clust
     step("split")
     if out is None:
         return result
-    tmp = None
-    try:
-        with output.signals_held():
-            tmp = output.make_temp_dir(out)
+    with output.staged(out, force, keep) as tmp:
         plan["cluster"] = cluster_section(model, plans, tmp)
         plan["compile_s"] = round(time.perf_counter() - t0, 4)
         step("write")
         (tmp / "plan.json").write_text(emit.plan_text(plan))
-        output.install_dir(tmp, out, force, keep)
-    except BaseException as e:
-        if tmp is not None:
-            with output.signals_held():
-                shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise output.os_error(out, "write it", e) from None
-        raise
     return result

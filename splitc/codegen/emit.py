@@ -4,7 +4,6 @@ files, into a temporary directory that replaces the output directory only when w
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,10 +45,7 @@ def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: di
     """Write everything into a temporary directory beside ``out``, then install it (splitc.codegen.output): ``force``
     replaces only a directory splitc wrote that holds none of ``keep`` (the input model) nor the current directory."""
     out = output.check_replaceable(out, force, keep)  # refuse before writing anything
-    tmp = None
-    try:
-        with output.signals_held():  # an interrupt cannot fall between creating it and knowing its name
-            tmp = output.make_temp_dir(out)
+    with output.staged(out, force, keep) as tmp:
         _save_parts(tmp, split, artifacts)
         for directory, v_split, v_artifacts, v_plan, _interval in variants:
             (tmp / directory).mkdir(parents=True)
@@ -66,11 +62,3 @@ def write_atomically(out: Path, split: SplitResult, artifacts, targets, plan: di
         (tmp / "plan.json").write_text(plan_text(plan))
         if extra is not None:
             extra(tmp)
-        output.install_dir(tmp, out, force, keep)
-    except BaseException as e:
-        if tmp is not None:
-            with output.signals_held():
-                shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise output.os_error(out, "write it", e) from None
-        raise

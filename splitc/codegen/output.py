@@ -112,6 +112,25 @@ def make_temp_dir(out: Path) -> Path:
         raise os_error(out, "create it", e) from None
 
 
+@contextlib.contextmanager
+def staged(out: Path, force: bool, keep: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Yields a private temporary directory beside ``out``; when the block ends it is installed as ``out``
+    (:func:`install_dir`), and on any error or interrupt it is removed and ``out`` stays as it was."""
+    tmp = None
+    try:
+        with signals_held():  # an interrupt cannot fall between creating it and knowing its name
+            tmp = make_temp_dir(out)
+        yield tmp
+        install_dir(tmp, out, force, keep)
+    except BaseException as e:
+        if tmp is not None:
+            with signals_held():
+                shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise os_error(out, "write it", e) from None
+        raise
+
+
 def install_dir(tmp: Path, out: Path, force: bool, keep: Iterable[str | Path] = ()) -> None:
     """Rename the finished ``tmp`` to ``out``, replacing ``out`` only as :func:`check_replaceable` allows.
 
