@@ -90,6 +90,16 @@ def overhead(out: Path, frames: int, port: int) -> dict:
         stop(proc)
 
 
+def wire_s(ln: dict, payload: float, direction: str, framing: bool = True) -> float:
+    """Seconds on the plan's link for one message of ``payload`` bytes, as the cost model prices it: the payload,
+    the message's framing and every segment's packet headers (plan.json links[]); ``framing=False``: payload only
+    (the model before they were priced)."""
+    rate = ln["up_bps"] if direction == "up" else ln["down_bps"]
+    if not framing:
+        return payload * 8 / rate
+    return (payload + ln.get("message_bytes", 0.0)) * (1 + ln.get("segment_header_bytes", 0.0) / ln.get("mss_bytes", 1448.0)) * 8 / rate
+
+
 def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
     plan = json.loads((out / "plan.json").read_text())
     ln = plan["links"][0]
@@ -108,22 +118,27 @@ def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
                 r = remote.run(feeds[i % len(feeds)])
                 e2e = time.perf_counter() - t
                 head = sum(v for k, v in r.seconds.items() if k.startswith("stage"))
-                transfer = r.bytes_up * 8 / ln["up_bps"] + r.bytes_down * 8 / ln["down_bps"]
-                rows.append((e2e, head, r.seconds["server"], r.seconds["round_trip"] - r.seconds["server"], transfer))
+                transfer = wire_s(ln, r.bytes_up, "up") + wire_s(ln, r.bytes_down, "down")
+                bare = wire_s(ln, r.bytes_up, "up", False) + wire_s(ln, r.bytes_down, "down", False)
+                rows.append((e2e, head, r.seconds["server"], r.seconds["round_trip"] - r.seconds["server"], transfer, bare))
             assert remote.stats.local == 0, remote.stats.lines()
         finally:
             stop(proc)
     a = np.array(rows)
-    e2e, head, server, network, transfer = a.T
+    e2e, head, server, network, transfer, bare = a.T
     pred_one_rtt = head + server + transfer + ln["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
     pred_plan = head + server + transfer + plan["predicted"]["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
     err_one, err_plan = np.abs(e2e / pred_one_rtt - 1), np.abs(e2e / pred_plan - 1)
     net_err = np.abs(network / (transfer + ln["rtt_s"]) - 1)
+    pred_bare = head + server + bare + ln["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
+    err_bare = np.abs(e2e / pred_bare - 1)
     return {"plan": str(out), "link": ln["name"], "shaped_by": "tc tbf in netns + delay proxy" if link.shaped else "proxy (no root)",
             "frames": frames, "bytes_up": int(r.bytes_up), "bytes_down": int(r.bytes_down),
             "plan_predicted_ms": plan["predicted"]["total_s"] * 1e3, "measured_e2e_ms": float(np.median(e2e)) * 1e3,
             "device_ms": float(np.median(head)) * 1e3, "server_ms": float(np.median(server)) * 1e3,
             "network_measured_ms": float(np.median(network)) * 1e3, "network_predicted_ms": float(np.median(transfer) + ln["rtt_s"]) * 1e3,
+            "network_predicted_payload_only_ms": float(np.median(bare) + ln["rtt_s"]) * 1e3,
+            "err_e2e_payload_only_median": float(np.median(err_bare)), "err_e2e_payload_only_worst": float(np.max(err_bare)),
             "err_network_median": float(np.median(net_err)), "err_network_worst": float(np.max(net_err)),
             "err_e2e_one_rtt_median": float(np.median(err_one)), "err_e2e_one_rtt_worst": float(np.max(err_one)),
             "err_e2e_plan_rtt_median": float(np.median(err_plan))}
@@ -268,9 +283,10 @@ def stream_rate(out: Path, frames: int, port: int, inflights: list[int], shape: 
     device = med([sum(v for k, v in r.seconds.items() if k.startswith("stage") or k in ("encode", "decode")) for r in rs])
     server = med([r.seconds["server"] for r in rs])
     up, down = med([r.bytes_up for r in rs]), med([r.bytes_down for r in rs])
-    stages = {"device": device, "uplink": up * 8 / ln["up_bps"], "server": server, "downlink": down * 8 / ln["down_bps"]}
+    stages = {"device": device, "uplink": wire_s(ln, up, "up"), "server": server, "downlink": wire_s(ln, down, "down")}
     busiest = max(stages, key=stages.get)
     here = 1.0 / stages[busiest]
+    bare = 1.0 / max(device, server, wire_s(ln, up, "up", False), wire_s(ln, down, "down", False))  # payload only
     wire = runs[max(inflights)][3]  # bytes per frame on the veth: payload + HTTP/OIP framing + TCP/IP headers + ACKs
     wire_fps = 1.0 / max(device, server, wire[0] * 8 / ln["up_bps"], wire[1] * 8 / ln["down_bps"]) if wire else None
     return {"plan": str(out), "link": ln.get("name"), "up_mbps": ln["up_bps"] / 1e6, "rtt_ms": ln["rtt_s"] * 1e3,
@@ -278,10 +294,11 @@ def stream_rate(out: Path, frames: int, port: int, inflights: list[int], shape: 
             "frames_from": str(images) if images else "synthetic", "bytes_up": int(up), "bytes_down": int(down),
             "plan_predicted_fps": plan["predicted"]["fps"], "plan_bytes_up": plan["predicted"]["link_bytes"][0]["up"],
             "stage_ms_here": {k: round(v * 1e3, 2) for k, v in stages.items()}, "busiest": busiest,
-            "predicted_fps_here": here, "wire_bytes_per_frame": [round(x) for x in wire] if wire else None,
+            "predicted_fps_here": here, "predicted_fps_here_payload_only": bare,
+            "plan_wire_bytes_up": plan["predicted"]["link_bytes"][0].get("wire_up"), "wire_bytes_per_frame": [round(x) for x in wire] if wire else None,
             "link_capacity_fps": wire_fps,
             "measured": {k: {"fps_steady": v[0], "fps_incl_fill": v[1], "of_plan": v[0] / plan["predicted"]["fps"],
-                             "of_here": v[0] / here, "of_capacity": v[0] / wire_fps if wire_fps else None}
+                             "of_here": v[0] / here, "of_here_payload_only": v[0] / bare, "of_capacity": v[0] / wire_fps if wire_fps else None}
                          for k, v in runs.items()}}
 
 
