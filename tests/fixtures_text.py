@@ -124,3 +124,19 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def model_tensors(model: onnx.ModelProto, x: np.ndarray, tensors) -> dict[str, np.ndarray]:
+    """The original one-input model run once on ``x`` (onnxruntime, no graph optimization) with ``tensors`` exposed
+    as outputs: the references a part of it is checked against."""
+    from splitc.runtimes.ort import session
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(inferred[t] for t in tensors if t not in have and t != m.graph.input[0].name)
+    names = [o.name for o in m.graph.output]
+    got = dict(zip(names, session(m.SerializeToString(), "disable").run(None, {m.graph.input[0].name: x})))
+    got[m.graph.input[0].name] = x
+    return {t: got[t] for t in tensors}

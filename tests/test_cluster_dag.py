@@ -24,6 +24,11 @@ from splitc.partition.passes.cluster import build_chain
 from splitc.runtimes.ort import session
 from splitc.tools import zoo
 
+try:
+    from fixtures_text import model_tensors
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_text import model_tensors
+
 MODELS = Path("/work/shared/models")
 SPEC = parse_cluster({"network": {"kind": "lan", "rate": "1gbit"},
                       "device": [{"name": "pi", "profile": "rpi4", "count": 2, "memory_mb": 1024}]}, "cluster.toml")
@@ -43,19 +48,6 @@ def _pattern(chain) -> str:
     return "".join("S" if b.spatial else "C" if b.channel else "." for b in chain.blocks)
 
 
-def _reference(model: onnx.ModelProto, x: np.ndarray, tensors) -> dict[str, np.ndarray]:
-    """The model run whole on ``x`` with ``tensors`` exposed as outputs."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(inferred[t] for t in tensors if t not in have and t != m.graph.input[0].name)
-    names = [o.name for o in m.graph.output]
-    got = dict(zip(names, session(m.SerializeToString(), "disable").run(None, {m.graph.input[0].name: x})))
-    got[m.graph.input[0].name] = x
-    return {t: got[t] for t in tensors}
-
-
 def _rows(h: int, shares) -> list[tuple[int, int]]:
     scaled = [max(1, round(h * s / sum(shares))) for s in shares]
     scaled[-1] = h - sum(scaled[:-1])
@@ -72,7 +64,7 @@ def _check_tiles(m: ir.Model, chain, first: int, last: int, x: np.ndarray) -> in
     blocks = chain.blocks[first:last]
     names = [n for b in blocks for n in b.nodes]
     x_name, y_name = blocks[0].input, blocks[-1].output
-    ref = _reference(proto, x, [x_name, y_name])
+    ref = model_tensors(proto, x, [x_name, y_name])
     h = ref[y_name].shape[2]
     for shares in SHARES:
         outs = []

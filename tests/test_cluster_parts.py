@@ -18,22 +18,15 @@ from splitc.errors import SplitcError
 from splitc.runtimes.ort import session
 from splitc.tools import zoo
 
+try:
+    from fixtures_text import model_tensors
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_text import model_tensors
+
 
 def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     onnx.checker.check_model(model, full_check=True)
     return session(model.SerializeToString(), "disable").run(None, feeds)
-
-
-def _reference(model: onnx.ModelProto, x: np.ndarray, tensors) -> dict[str, np.ndarray]:
-    """The original model run once on ``x`` with ``tensors`` exposed as outputs."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
-    have = {o.name for o in m.graph.output}
-    m.graph.output.extend(inferred[t] for t in tensors if t not in have and t != m.graph.input[0].name)
-    got = dict(zip([o.name for o in m.graph.output], session(m.SerializeToString(), "disable").run(None, {m.graph.input[0].name: x})))
-    got[m.graph.input[0].name] = x
-    return {t: got[t] for t in tensors}
 
 
 def _stage(model: onnx.ModelProto, first: int, last: int) -> tuple[list[str], str, str]:
@@ -60,7 +53,7 @@ def _shares_to_rows(shares):
 
 def _tiles(model, names, x_name, y_name, shares, x):
     src = Source(model)
-    ref = _reference(model, x, [x_name, y_name])
+    ref = model_tensors(model, x, [x_name, y_name])
     outs, tiles = [], []
     for rows in _shares_to_rows(shares):
         part, (i0, i1) = tile_part(src, names, rows)
@@ -144,7 +137,7 @@ def test_stride_two_ceil_mode_dilated_and_counting_pads_tiles(shares):
 def test_tiles_pad_only_at_the_border_and_an_interior_pad_would_be_wrong():
     model = zoo.yolo16(size=37, width=0.25)
     names, x, y = _stage(model, 0, 3)  # conv 3x3 pad 1, bn, leaky on 37 rows
-    ref = _reference(model, _image(37, 2), [x, y])
+    ref = model_tensors(model, _image(37, 2), [x, y])
     src = Source(model)
     for rows, top, bottom in (((0, 10), 1, 0), ((10, 20), 0, 0), ((20, 37), 0, 1)):
         part, (i0, i1) = tile_part(src, names, rows)
@@ -171,7 +164,7 @@ def test_tile_input_rows_must_start_on_the_stride_grid():
     x = b.input("input", [1, 3, 24, 8])
     model = b.build([b.conv(x, 3, 4, 3, 2)])  # 24 -> 12
     names, x, y = _stage(model, 0, 1)
-    ref = _reference(model, _image(24)[:, :, :, :8].copy(), [x, y])
+    ref = model_tensors(model, _image(24)[:, :, :, :8].copy(), [x, y])
     part, (i0, i1) = tile_part(Source(model), names, (3, 7))
     assert (i0, i1) == (5, 14)
     (good,) = _run(part, {x: ref[x][:, :, i0:i1]})
@@ -212,14 +205,14 @@ def test_single_part_is_the_original_nodes():
     assert [i.name for i in part.graph.input] == [x] and [o.name for o in part.graph.output] == [y]
     used = {i for n in part.graph.node for i in n.input}
     assert {t.name for t in part.graph.initializer} == used & {t.name for t in model.graph.initializer}
-    ref = _reference(model, _image(40), [x, y])
+    ref = model_tensors(model, _image(40), [x, y])
     (got,) = _run(part, {x: ref[x]})
     _close(got, ref[y])
 
 
 def _channel_check(model, names, x, y, ways, x_in, axis=1):
     src = Source(model)
-    ref = _reference(model, x_in, [x, y])
+    ref = model_tensors(model, x_in, [x, y])
     size = ref[y].shape[axis]
     edges = np.linspace(0, size, ways + 1).astype(int)
     edges[1:-1] += np.arange(1, ways) % 2  # uneven shares
