@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[compiler,test,tvm,image,serve,ans]'
+	$(BIN)/pip install -q -e '.[compiler,test,tvm,image,serve,ans,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
