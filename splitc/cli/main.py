@@ -28,6 +28,11 @@ what it does:
   4. writes out/head.onnx (device), out/tail.onnx (server) and out/plan.json; the boundary op
      quantizes each crossing tensor to uint8 in the head and dequantizes it in the tail
 then check it with: splitc run out/
+
+several edge devices (README: Clusters):
+  splitc compile vgg.onnx --cluster cluster.toml -o out/   # a cluster.toml lists devices, network, objective
+  splitc run out/                                          # local worker processes, checked against the original
+  splitc run out/ --workers pi/0=10.0.0.2:7000,pi/1=10.0.0.3:7000   # workers started on the devices
 """
 
 
