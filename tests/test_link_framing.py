@@ -61,3 +61,42 @@ def test_framing_changes_the_choice_and_every_solver_agrees(objective):
     if objective == "latency":
         for solver in (solve_ilp, solve_mincut, brute_force):
             assert solver(cg).placement == (0, 0), solver.__name__
+
+
+def test_bandwidth_estimator_reads_the_link_rate_the_sweep_priced():
+    # the adaptive client's switch points are link rates priced with framing: a frame that took its wire bytes at
+    # 2 Mbit/s must read as 2 Mbit/s, not as the payload's lower goodput (which switched plans ~15% early)
+    from splitc.runtimes.adaptive import BandwidthEstimator
+
+    link = Link("l", 2e6, 6e6, 0.02)
+    entry = {"message_bytes": link.message_bytes, "segment_header_bytes": link.segment_header_bytes, "mss_bytes": link.mss_bytes}
+    est = BandwidthEstimator(0.02, down_up_ratio=3.0, link=entry)
+    network = 0.02 + link.transfer_s(4660, "up") + link.transfer_s(3900, "down")
+    assert est.observe(network, 4660, 3900) == pytest.approx(2e6, rel=1e-9)
+    assert BandwidthEstimator(0.02, 3.0).observe(network, 4660, 3900) < 0.87 * 2e6  # payload only: reads low
+
+
+def test_plan_json_shows_wire_bytes_and_the_runtime_bounds_the_framing(tmp_path):
+    import json
+
+    from splitc.compiler import CompileOptions, compile_model
+    from splitc.errors import SplitcError
+    from splitc.runtimes.planfile import validate
+    from test_plan import residual_model
+
+    out = tmp_path / "out"
+    compile_model(residual_model(tmp_path / "res.onnx"), out, CompileOptions(target="rpi4,cloud", link="up=1Gbps,down=1Gbps,rtt=0.2ms"))
+    plan = json.loads((out / "plan.json").read_text())
+    link, f = plan["links"][0], 1 + SEGMENT_HEADER_BYTES / MSS_BYTES
+    assert (link["message_bytes"], link["segment_header_bytes"], link["mss_bytes"]) == (MESSAGE_BYTES, SEGMENT_HEADER_BYTES, MSS_BYTES)
+    assert link["message_s"]["up"] == pytest.approx(MESSAGE_BYTES * f * 8 / 1e9, rel=1e-12)
+    assert plan["boundary"], "the fixture plan must cut"
+    for b in plan["boundary"]:
+        assert b["wire_bytes"] == round(b["encoded_bytes"] * f) and b["wire_bytes"] > b["encoded_bytes"]
+        assert b["transfer_s"] == pytest.approx(b["encoded_bytes"] * f * 8 / 1e9, rel=1e-12)
+    sent = plan["predicted"]["link_bytes"][0]
+    assert sent["wire_up"] == round((sent["up"] + MESSAGE_BYTES) * f)
+    for bad in (float("nan"), -1.0, 1e300):
+        link["message_bytes"] = bad
+        with pytest.raises(SplitcError, match=r"links\[0\]\.message_bytes"):
+            validate(plan, out)

@@ -43,8 +43,14 @@ ACK_SLACK = 2 * 1448  # acknowledged bytes ahead of the rate's pace: the first s
 
 
 class BandwidthEstimator:
-    def __init__(self, rtt_prior_s: float, down_up_ratio: float = 1.0, alpha: float = 0.5, window: int = 8):
+    def __init__(self, rtt_prior_s: float, down_up_ratio: float = 1.0, alpha: float = 0.5, window: int = 8,
+                 link: dict | None = None):
         self.rtt, self.ratio, self.alpha = float(rtt_prior_s), float(down_up_ratio or 1.0), alpha
+        # the link's rate as the sweep priced it counts what goes on the wire: a message's framing and packet headers
+        # (plan.json links[0]; a plan from before it has none: payload bytes only)
+        link = link or {}
+        self.message_bytes = float(link.get("message_bytes", 0.0))
+        self.per_byte = 1.0 + float(link.get("segment_header_bytes", 0.0)) / float(link.get("mss_bytes", 1448.0))
         self.up_bps: float | None = None
         self.recent: deque = deque(maxlen=window)
 
@@ -52,8 +58,14 @@ class BandwidthEstimator:
         self.recent.append(rtt_s)
         self.rtt = min(self.recent)
 
+    def wire_bits(self, bytes_up: int, bytes_down: int) -> float:
+        """A frame's bits on the wire, counted as uplink bits: one message up, one down (when anything comes back)."""
+        up = (bytes_up + self.message_bytes) * self.per_byte
+        down = (bytes_down + self.message_bytes) * self.per_byte if bytes_down else 0.0
+        return 8.0 * (up + down / self.ratio)
+
     def observe(self, network_s: float, bytes_up: int, bytes_down: int) -> float:
-        bits = 8.0 * (bytes_up + bytes_down / self.ratio)
+        bits = self.wire_bits(bytes_up, bytes_down)
         sample = bits / max(network_s - self.rtt, 0.1 * network_s, 1e-5)
         # a drop is believed at once (a filling queue is real and hurts every frame), a rise more slowly
         a = self.alpha
@@ -82,7 +94,7 @@ class AdaptiveRemote:
         self.intervals = sweep["intervals"]
         self.models = [RemoteSplitModel(out / iv["plan"], url, **kw) for iv in self.intervals]
         link = self.plan["links"][0]
-        self.estimator = BandwidthEstimator(link["rtt_s"], sweep.get("down_up_ratio", 1.0), alpha)
+        self.estimator = BandwidthEstimator(link["rtt_s"], sweep.get("down_up_ratio", 1.0), alpha, link=link)
         self.current = self._interval(link["up_bps"])
         self.hysteresis, self.probe_s, self.ping_s, self.watchdog = hysteresis, probe_s, ping_s, watchdog
         self.switches: list[dict] = []
@@ -144,7 +156,7 @@ class AdaptiveRemote:
             return None  # (the first answers pay the connection and the server's warm-up: no deadline yet)
         server = float(np.median(model.stats.server_s[-8:]))
         down = model._last_down
-        bits = 8.0 * (bytes_up + down / self.estimator.ratio)
+        bits = self.estimator.wire_bits(bytes_up, down)
         return self.estimator.rtt + server + bits / (iv["min_up_bps"] * (1 - self.hysteresis)), server, bits
 
     def _watched(self, model: RemoteSplitModel, feeds) -> RunResult | None:
@@ -187,9 +199,9 @@ class AdaptiveRemote:
                 up, since_ack = progress[0] - sending[1], progress[1]
                 if up >= bytes_up:  # through: the last acknowledgement says when
                     timed = True
-                    proven = up * 8 / max(now - since_ack - sending[2] - rtt, 1e-3)
-                elif now - sending[2] - rtt > 0:
-                    proven = (up + ACK_SLACK) * 8 / (now - sending[2] - rtt)
+                    proven = up * 8 * self.estimator.per_byte / max(now - since_ack - sending[2] - rtt, 1e-3)
+                elif now - sending[2] - rtt > 0:  # (acknowledged bytes are TCP payload: their packets' headers added)
+                    proven = (up + ACK_SLACK) * 8 * self.estimator.per_byte / (now - sending[2] - rtt)
                 else:
                     proven = math.inf
                 if proven < floor:

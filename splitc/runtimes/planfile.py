@@ -119,6 +119,9 @@ def validate(plan, folder: str | Path, name: str = "plan.json") -> dict:
     links = c.items(plan.get("links"), "links")
     for i, link in enumerate(links):
         c.obj(link, f"links[{i}]")
+        for key, lo, hi in (("message_bytes", 0.0, 1e9), ("segment_header_bytes", 0.0, 1e6), ("mss_bytes", 1.0, 1e9)):
+            if key in link and c.number(link[key], f"links[{i}].{key}", lo) > hi:  # the wire's framing (Link.wire_bytes)
+                c.fail(f"links[{i}].{key}", link[key], f"is above {hi:g}")
     model = c.obj(plan.get("model"), "model")
     if "path" in model and not isinstance(model["path"], str):
         c.fail("model.path", model["path"], "is not a path")
