@@ -67,8 +67,13 @@ def cmd_compile_cluster(args) -> int:
     print_table("precomputed plans (one per set of devices; the runtime switches when a device leaves)", columns, rows, {0, 2, 3, 4})
     if one is not None and best["predicted"][key] > 0:
         what = "latency" if key == "latency_s" else "frame period"
-        print(f"{what}: {fmt_s(best['predicted'][key])} on {len(best['devices'])} devices, {one / best['predicted'][key]:.2f}x"
-              f" better than the best single device ({fmt_s(one)})")
+        used = {slot for s in best["stages"] for slot in s["slots"]}
+        if len(used) == 1:
+            print(f"{what}: {fmt_s(best['predicted'][key])} on one device ({next(iter(used))}): spreading the model costs"
+                  " more in transfers than it saves on this network")
+        else:
+            print(f"{what}: {fmt_s(best['predicted'][key])} on {len(used)} devices, {one / best['predicted'][key]:.2f}x"
+                  f" better than the best single device ({fmt_s(one)})")
     parts = len({p["file"] for plan in section["plans"] for s in plan["stages"] for p in s["parts"]})
     print(f"wrote {result.output_dir}/ (plan.json, {parts} parts); run it with: splitc run {args.output}")
     return 0
