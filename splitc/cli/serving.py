@@ -61,19 +61,21 @@ def cmd_run_remote(args, samples: list[dict], reference, frames: list[dict] | No
     from splitc.runtimes.remote import RemoteSplitModel
 
     kw = dict(timeout=parse_seconds(args.timeout, "--timeout"), token=read_token(args.token_file), ca=args.ca,
-              optimization=args.optimization)
-    adaptive = bool(json.loads((Path(args.dir) / "plan.json").read_text()).get("sweep")) and not args.stream
+              optimization=args.optimization, inflight=args.inflight)
+    adaptive = bool(json.loads((Path(args.dir) / "plan.json").read_text()).get("sweep"))
     if adaptive:  # a --sweep-bandwidth plan: each frame on the variant for the bandwidth measured so far
         from splitc.runtimes.adaptive import AdaptiveRemote
 
         model = AdaptiveRemote(args.dir, args.remote, **kw)
     else:
-        model = RemoteSplitModel(args.dir, args.remote, inflight=args.inflight, **kw)
+        model = RemoteSplitModel(args.dir, args.remote, **kw)
     runs, same = [], True
     try:
         if args.stream:
-            runs = list(model.stream(samples))
-            pairs = [(feeds, r, model) for feeds, r in zip(samples, runs)]
+            pairs = []  # (an adaptive stream's model.last: the plan that frame ran on)
+            for i, r in enumerate(model.stream(samples)):
+                runs.append(r)
+                pairs.append((samples[i], r, model.last))
         else:
             pairs = []
             for k, feeds in enumerate(samples):

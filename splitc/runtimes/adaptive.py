@@ -65,7 +65,10 @@ class BandwidthEstimator:
         return 8.0 * (up + down / self.ratio)
 
     def observe(self, network_s: float, bytes_up: int, bytes_down: int) -> float:
-        bits = self.wire_bits(bytes_up, bytes_down)
+        return self.observe_bits(network_s, self.wire_bits(bytes_up, bytes_down))
+
+    def observe_bits(self, network_s: float, bits: float) -> float:
+        """``bits`` crossed in ``network_s`` (one RTT included): the smoothed goodput."""
         sample = bits / max(network_s - self.rtt, 0.1 * network_s, 1e-5)
         # a drop is believed at once (a filling queue is real and hurts every frame), a rise more slowly
         a = self.alpha
@@ -108,7 +111,8 @@ class AdaptiveRemote:
                 return i
         return len(self.intervals) - 1
 
-    def run(self, feeds) -> RunResult:
+    def _pick(self) -> RemoteSplitModel:
+        """The current plan's model, or (every ``probe_s`` while on a device-only plan) the slowest-link server plan's."""
         model = self.models[self.current]
         if not model.segment.remote and time.monotonic() - self._last_probe >= self.probe_s:
             remote = [m for m in self.models if m.segment.remote]
@@ -120,6 +124,16 @@ class AdaptiveRemote:
             rtt = model.ping()
             if rtt is not None:
                 self.pings.append(rtt)
+        return model
+
+    def stream(self, frames, inflight: int | None = None, delta: bool = True, key_interval: int = 30):
+        """``RemoteSplitModel.stream`` that adapts: splitc/runtimes/adaptive_stream.py."""
+        from splitc.runtimes.adaptive_stream import stream
+
+        return stream(self, frames, inflight, delta, key_interval)
+
+    def run(self, feeds) -> RunResult:
+        model = self._pick()
         result = self._watched(model, feeds) if self.watchdog and model.segment.remote else model.run(feeds)
         if result is None:  # the link dropped under this frame and the new plan runs here: computed here, now
             model = self.models[self.current]

@@ -138,6 +138,20 @@ class RemoteSplitModel:
         """Results of ``frames`` in order, with up to ``inflight`` frames' requests in flight while the device
         computes the next heads (bounded queue: the producer waits for the oldest answer). ``delta``: each boundary
         tensor going up is sent as its difference to the previous frame (a key frame every ``key_interval``)."""
+        k = self.open_stream(inflight, delta, key_interval)
+        pending: deque = deque()
+        try:
+            for feeds in frames:
+                pending.append((feeds, self._start(feeds, threaded=True)))
+                if len(pending) >= k:
+                    yield self._finish(*pending.popleft())
+            while pending:
+                yield self._finish(*pending.popleft())
+        finally:
+            self.close_stream()
+
+    def open_stream(self, inflight: int | None = None, delta: bool = True, key_interval: int = 30) -> int:
+        """Workers for ``inflight`` requests at once and, with ``delta``, a new delta-coded stream; returns K."""
         k = inflight or self.inflight
         if self._pool is None or self._pool._max_workers < k:
             if self._pool is not None:
@@ -151,16 +165,10 @@ class RemoteSplitModel:
                     self._encoders[hop["tensor"]] = DeltaEncoder(bits, key_interval, self.segment.fingerprint, entropy=entropy,
                                                                  smaller=True)
             self._seq = (secrets.randbits(63) or 1) if self._encoders else 0
-        pending: deque = deque()
-        try:
-            for feeds in frames:
-                pending.append((feeds, self._start(feeds, threaded=True)))
-                if len(pending) >= k:
-                    yield self._finish(*pending.popleft())
-            while pending:
-                yield self._finish(*pending.popleft())
-        finally:
-            self._encoders, self._seq = {}, 0
+        return k
+
+    def close_stream(self) -> None:
+        self._encoders, self._seq = {}, 0
 
     def _start(self, feeds, threaded: bool):
         """Run the device stages before the server's and send (or, when backing off, mark the frame local)."""

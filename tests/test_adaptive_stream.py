@@ -1,0 +1,102 @@
+"""AdaptiveRemote.stream (splitc/runtimes/adaptive_stream.py): a stream with frames in flight that switches plans."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kserve", reason="splitc serve needs KServe: pip install 'splitc[serve]'")
+pytest.importorskip("tritonclient.http", reason="the remote client needs tritonclient: pip install 'splitc[remote]'")
+
+from test_serving import ENV, ROOT, free_port, plan_dir  # noqa: E402,F401 - plan_dir: the fixture
+
+from splitc.compiler import CompileOptions, compile_model  # noqa: E402
+from splitc.runtimes.adaptive import BandwidthEstimator  # noqa: E402
+from splitc.runtimes.adaptive_stream import busy_sample  # noqa: E402
+from splitc.runtimes.ort import synthetic_inputs  # noqa: E402
+
+
+def test_busy_sample_reads_the_link_rate_with_frames_in_flight():
+    """Four frames of 10 kbit sent at once over a 1 Mbit/s link (RTT 20 ms, server 5 ms): their uploads queue, the
+    last is answered 65 ms after it was sent. Its own bits over its own round trip read 0.27 Mbit/s; the busy period
+    (all four frames' bits since the first was sent) reads the link's 1 Mbit/s. One frame at a time: its own."""
+    rate, rtt, server, bits = 1e6, 0.02, 0.005, 10_000
+    history, up_end = [], 0.0
+    for i in range(4):
+        sent = 0.001 * i
+        up_end = max(up_end, sent) + bits / rate
+        history.append((sent, up_end + rtt + server, server, bits))
+    est = BandwidthEstimator(rtt)
+    assert abs(est.observe_bits(*busy_sample(history, rtt)) / rate - 1) < 0.01
+    alone = BandwidthEstimator(rtt)  # the newest frame by itself (what AdaptiveRemote.run measures)
+    assert alone.observe_bits(history[-1][1] - server - history[-1][0], bits) < 0.3 * rate
+    spaced = [(0.0, 0.035, server, bits), (0.5, 0.535, server, bits)]  # the link idle between them: the frame's own
+    assert busy_sample(spaced, rtt) == pytest.approx((0.03, bits))
+
+
+def test_a_bandwidth_drop_mid_stream_switches_plan_and_loses_no_frame(plan_dir, tmp_path):  # noqa: F811
+    """16 different frames streamed 3 in flight over an emulated 100 Mbit/s link that drops to 0.2 Mbit/s before
+    frame 6. The stream moves to the sweep's device-only plan between frames; frames in flight on the server plan
+    finish there. Every frame comes back, in order, with the in-process output of the plan it ran on."""
+    from splitc.runtimes.adaptive import AdaptiveRemote
+    from splitc.serving.linkemu import Link
+
+    compile_model(plan_dir.parent / "m.onnx", tmp_path / "sweep", CompileOptions(
+        target=f"{plan_dir.parent / 'slowcam.toml'},cloud", link="up=100Mbps,down=300Mbps,rtt=5ms", sweep_bps=(0.5e6, 200e6)))
+    intervals = json.loads((tmp_path / "sweep" / "plan.json").read_text())["sweep"]["intervals"]
+    assert intervals[0]["cut"] == [] and intervals[0]["max_up_bps"] > 0.4e6, intervals  # slow links: all on the camera
+    with Link(100e6, 300e6, 0.005) as link:
+        port = free_port()
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([*link.exec_prefix, sys.executable, "-m", "splitc", "serve", str(tmp_path / "sweep"), "--host",
+                                 link.host, "--port", str(port), "--grpc-port", "0"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+        try:
+            proxy = link.proxy(port, at_server=True)
+            client = AdaptiveRemote(tmp_path / "sweep", f"http://{proxy.host}:{proxy.port}", timeout=20, backoff=(0.2, 0.5), probe_s=600)
+            frames = [synthetic_inputs(client.models[0].local.inputs, s) for s in range(16)]
+            want = {iv["plan"]: [m.local.run(f).outputs["logits"] for f in frames] for iv, m in zip(intervals, client.models)}
+            start = client.intervals[client.current]["plan"]
+            assert start != intervals[0]["plan"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the server starting
+                try:
+                    urllib.request.urlopen(f"http://{proxy.host}:{proxy.port}/v2/health/ready", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            while client.stats.remote < 4 and time.monotonic() < deadline:  # warm: the sessions on both sides
+                client.run(frames[0])
+                time.sleep(0.05)
+            assert client.stats.remote >= 4 and not client.switches, (client.stats.lines(), client.lines())
+            before, f0 = client.stats, client.frame
+
+            def camera():
+                for i, f in enumerate(frames):
+                    if i == 6:
+                        link.set_rate(0.2e6, 0.6e6)
+                    yield f
+
+            ran = []
+            for i, r in enumerate(client.stream(camera(), inflight=3)):
+                plan = client.intervals[client.models.index(client.last)]["plan"]
+                np.testing.assert_array_equal(r.outputs["logits"], want[plan][i])  # in order, right for its plan
+                ran.append((plan, "round_trip" in r.seconds))
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=40)
+            log.close()
+    assert len(ran) == 16
+    assert all(p == start and remote for p, remote in ran[:6]), ran  # before the drop: through the server, no switch
+    assert ran[-1] == (intervals[0]["plan"], False), ran  # after it: the device-only plan
+    switched = [s for s in client.switches if s["to"] == intervals[0]["plan"]]
+    assert switched and not switched[0]["in_flight"] and 6 <= switched[0]["frame"] - f0 <= 12, client.lines()
+    after = client.stats
+    assert after.local - before.local == sum(not remote for _, remote in ran) and not after.failures, after.lines()
