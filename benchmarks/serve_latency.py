@@ -214,11 +214,13 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
                 client.run(feeds)
                 n += 1
             switched = client.intervals[client.current]["plan"] == want
-            after, alone = [], []
-            for _ in range(frames):  # on the new plan: its frames, timed; and the same plan in process, alternately
+            after, alone, probes = [], [], []
+            for i in range(frames):  # on the new plan: its frames, timed; and the same plan in process, alternately
                 t = time.perf_counter()
                 client.run(feeds)
                 after.append(time.perf_counter() - t)
+                if client.last is not client.models[client.current]:
+                    probes.append(i)  # a probe of a server plan (AdaptiveRemote.probe_s), not the new plan's frame
                 t = time.perf_counter()
                 client.models[client.current].local.run(feeds)
                 alone.append(time.perf_counter() - t)
@@ -230,8 +232,11 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
             "start_plan": start_plan,
             "sweep_choice": want, "switched": switched, "frames_to_switch": n,
             "switch_after_ms": (sw["t"] - t0) * 1e3 if sw and switched else None, "estimated_mbps": sw["estimated_up_mbps"] if sw else None,
-            "frames_before": len(before), "after_median_ms": float(np.median(after)) * 1e3,
-            "new_plan_in_process_ms": float(np.median(alone)) * 1e3, "switches": client.lines()}
+            "frames_before": len(before), "server_ms_before": float(np.median([r.seconds.get("server", np.nan) for r in before])) * 1e3,
+            "after_median_incl_probes_ms": float(np.median(after)) * 1e3,
+            "after_median_ms": float(np.median([x for i, x in enumerate(after) if i not in probes])) * 1e3,
+            "new_plan_in_process_ms": float(np.median(alone)) * 1e3, "after_ms": [round(x * 1e3, 1) for x in after],
+            "in_process_ms": [round(x * 1e3, 1) for x in alone], "probes_after": probes, "switches": client.lines()}
 
 
 def stream_frames(model: SplitModel, n: int, images: Path | None) -> list[dict]:

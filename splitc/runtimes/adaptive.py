@@ -10,7 +10,12 @@ server as it really costs (compute + that RTT + bits / rate). Health pings every
 real RTT for the report only: on a loaded machine they came out 15-45 ms on a 10 ms link (the server's and the
 client's scheduling), and subtracting them made a 0.4 Mbit/s link look like 0.8. The plan switches when the estimate
 leaves the current plan's interval by more than ``hysteresis``. While on a plan that runs wholly on the device nothing is measured, so
-every ``probe_s`` one frame goes through the slowest-link plan that uses the server (a real frame, not extra work).
+every ``probe_s`` the slowest-link plan that uses the server is probed: ``run`` re-sends that plan's last payload in
+the background (the frame itself is computed on the current plan, and the estimate takes the probe's answer when it
+comes: a frame that went through the server as the probe took 4x a device-only frame at 0.4 Mbit/s, and these
+frames were what put the frames after a drop 5-48% over the new plan's latency, ``benchmarks/serve_latency.py drop``);
+before any payload was sent, and in a stream, the probe is a real frame. The first probe comes ``probe_s`` after the
+switch to a device-only plan (the link was just measured).
 
 A drop is seen while the frame that meets it is still out (``watchdog``): the request runs in a worker thread and
 the client watches its upload through the socket's acknowledged bytes (Linux TCP_INFO): once fewer bytes have
@@ -84,6 +89,12 @@ class BandwidthEstimator:
         return self.up_bps
 
 
+def _pool(model: RemoteSplitModel) -> ThreadPoolExecutor:
+    if model._pool is None:
+        model._pool = ThreadPoolExecutor(max_workers=max(1, model.inflight), thread_name_prefix="splitc-remote")
+    return model._pool
+
+
 class AdaptiveRemote:
     """Every plan variant of a sweep, each a RemoteSplitModel on the same server (``splitc serve`` serves them all)."""
 
@@ -102,6 +113,8 @@ class AdaptiveRemote:
         self.hysteresis, self.probe_s, self.ping_s, self.watchdog = hysteresis, probe_s, ping_s, watchdog
         self.switches: list[dict] = []
         self.frame, self._last_probe, self._last_ping = 0, time.monotonic(), -math.inf
+        self._probe: tuple | None = None  # (model, future) of run()'s background probe while it is out
+        self.probes = [0, 0]  # background probes sent, answered
         self.pings: deque = deque(maxlen=8)  # health-request round trips (``ping_s``): reported, not estimated with
         self.last = self.models[self.current]
 
@@ -111,14 +124,19 @@ class AdaptiveRemote:
                 return i
         return len(self.intervals) - 1
 
-    def _pick(self) -> RemoteSplitModel:
-        """The current plan's model, or (every ``probe_s`` while on a device-only plan) the slowest-link server plan's."""
+    def _pick(self, background: bool = False) -> RemoteSplitModel:
+        """The current plan's model, or (every ``probe_s`` while on a device-only plan) the slowest-link server plan's;
+        ``background``: that plan's last payload is sent again in the background instead, where it has one."""
         model = self.models[self.current]
-        if not model.segment.remote and time.monotonic() - self._last_probe >= self.probe_s:
+        if not model.segment.remote and self._probe is None and time.monotonic() - self._last_probe >= self.probe_s:
             remote = [m for m in self.models if m.segment.remote]
             if remote:
-                model = remote[0]
                 self._last_probe = time.monotonic()
+                if background and remote[0].last_payloads:
+                    self._probe = remote[0], _pool(remote[0]).submit(remote[0]._post, remote[0].last_payloads, 0)
+                    self.probes[0] += 1
+                else:
+                    model = remote[0]
         if self.ping_s is not None and model.segment.remote and time.monotonic() - self._last_ping >= self.ping_s:
             self._last_ping = time.monotonic()
             rtt = model.ping()
@@ -132,8 +150,23 @@ class AdaptiveRemote:
 
         return stream(self, frames, inflight, delta, key_interval)
 
+    def _collect_probe(self) -> None:
+        """The background probe's answer, once it has come: its goodput observed (the plan may switch)."""
+        if self._probe is None or not self._probe[1].done():
+            return
+        model, future = self._probe
+        self._probe = None
+        try:
+            answers, server, rtt = future.result()
+        except Exception:  # noqa: BLE001 - a failed probe measures nothing; the next one comes probe_s later
+            return
+        self.probes[1] += 1
+        self._choose(self.estimator.observe(rtt - sum(server.values()), sum(map(len, model.last_payloads.values())),
+                                            sum(map(len, answers.values()))))
+
     def run(self, feeds) -> RunResult:
-        model = self._pick()
+        self._collect_probe()
+        model = self._pick(background=True)
         result = self._watched(model, feeds) if self.watchdog and model.segment.remote else model.run(feeds)
         if result is None:  # the link dropped under this frame and the new plan runs here: computed here, now
             model = self.models[self.current]
@@ -176,8 +209,7 @@ class AdaptiveRemote:
     def _watched(self, model: RemoteSplitModel, feeds) -> RunResult | None:
         """``model.run(feeds)`` with the request in a worker thread, watched against its deadline (module docstring).
         None: the plan switched to one that runs wholly on the device while the request was out."""
-        if model._pool is None:
-            model._pool = ThreadPoolExecutor(max_workers=max(1, model.inflight), thread_name_prefix="splitc-remote")
+        _pool(model)
         model.sending = None
         started = model._start(feeds, threaded=True)
         if started is None:
@@ -233,6 +265,8 @@ class AdaptiveRemote:
                                   "estimated_up_mbps": est / 1e6, "rtt_ms": (min(self.pings) if self.pings else self.estimator.rtt) * 1e3,
                                   "t": time.monotonic(), "in_flight": during})
             self.current = new
+            if not self.models[new].segment.remote:  # the link was just measured: the first probe comes probe_s on
+                self._last_probe = time.monotonic()
 
     def lines(self) -> list[str]:
         return [f"frame {s['frame']}: switched {s['from']} -> {s['to']} (uplink {'at most' if s.get('in_flight') else 'estimated'}"

@@ -79,6 +79,7 @@ class RemoteSplitModel:
         self._last_down = 0  # bytes the last answer brought back (the adaptive client's deadline)
         self.sending: tuple | None = None  # (client, its socket's acked bytes, time) of the last request sent
         self._frames: dict[str, np.ndarray] = {}  # the uint8 frames of the current run_image call
+        self.last_payloads: dict[str, bytes] | None = None  # the last stateless request's (AdaptiveRemote's probes)
         _tritonclient()  # fail now, in one line, when the extra is missing
 
     # ---------------------------------------------------------------- connection (one kept-alive client per thread)
@@ -189,6 +190,8 @@ class RemoteSplitModel:
                 else:
                     self.stats.delta_frames += 1
         result.bytes_up = result.link_bytes[0]["up"] = sum(map(len, payloads.values()))
+        if not self._encoders:
+            self.last_payloads = payloads
         if threaded:
             future = self._pool.submit(self._post, payloads, self._seq)
         else:
