@@ -65,7 +65,9 @@ def test_real_time_shares_hold_whatever_else_runs():
     small = statistics.median(cpu / wall for (wall, cpu), _ in runs)
     big = statistics.median(cpu / wall for _, (wall, cpu) in runs)
     assert 0.10 <= small <= 0.13 and 0.40 <= big <= 0.50, runs
-    assert 3.3 <= statistics.median(s[0] / b[0] for s, b in runs) <= 5.5, runs
+    # the share of a core, not wall time: a 30 ms loop's CPU time itself varies 30% between runs (a wall ratio of 2.9
+    # was seen with both shares exact), so the ~4x in wall time is benchmarks/cluster.py's to measure
+    assert 3.3 <= big / small <= 5.0, runs
 
 
 @QUOTA
