@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from onnx import TensorProto, helper
 
-from splitc.cost.cluster import parse_cluster
+from splitc.cost.cluster import FRAMING_BYTES, parse_cluster
 from splitc.errors import SplitcError
 from splitc.partition.cluster import Planner, full_counts
 from splitc.partition.cluster_brute import brute_force
@@ -115,7 +115,8 @@ def test_planner_equals_brute_force_with_an_int8_boundary(case):
 
 
 def test_int8_prices_a_quarter_of_the_bytes_plus_coding_time():
-    """One block on a worker (not the hub): the int8 plan pays raw/4 + 5 bytes each way and the profiles' coding."""
+    """One block on a worker (not the hub): each way is one worker-protocol message, its framing + 66 B of TCP/IP
+    headers per 1448 B; int8 sends raw/4 + 5 bytes a tensor and codes at the cluster codec's rates ([codec] cluster_*)."""
     chain = tp.random_chain(__import__("random").Random(3), 1)
     fp32 = tp.make_spec([("hub", "a", 1, 10**9, 1.0, None), ("w", "b", 1, 10**9, 1.0, None)], rate=1e6, rtt=0.0)
     int8 = dataclasses.replace(fp32, boundary="int8")
@@ -123,10 +124,29 @@ def test_int8_prices_a_quarter_of_the_bytes_plus_coding_time():
     a, b = (evaluate(chain, s, full_counts(s), stages) for s in (fp32, int8))
     inb, outb = chain.blocks[0].input_bytes, chain.blocks[0].output_bytes
     compute = chain.latency_s(0, 1, 1)
-    assert a.latency_s == pytest.approx(compute + (inb + outb) * 8 / 1e6)
+    on_wire = lambda payload, framing: (payload + framing) * (1 + 66 / 1448)  # noqa: E731
+    (req, ans), (req8, ans8) = FRAMING_BYTES["fp32"], FRAMING_BYTES["int8"]
+    assert a.latency_s == pytest.approx(compute + (on_wire(inb, req) + on_wire(outb, ans)) * 8 / 1e6)
     rpi = tp.RPI
-    coding = (inb + outb) / rpi.encode_bytes_per_s + (inb + outb) / rpi.decode_bytes_per_s
-    assert b.latency_s == pytest.approx(compute + (inb // 4 + 5 + outb // 4 + 5) * 8 / 1e6 + coding)
+    coding = (inb + outb) / rpi.cluster_encode_bytes_per_s + (inb + outb) / rpi.cluster_decode_bytes_per_s
+    assert b.latency_s == pytest.approx(compute + (on_wire(inb // 4 + 5, req8) + on_wire(outb // 4 + 5, ans8)) * 8 / 1e6 + coding)
+
+
+def test_int8_coding_without_cluster_rates_falls_back_to_the_profiles_codec_rates():
+    """A profile measured before the cluster codec's rates existed prices coding at [codec] encode/decode_bytes_per_s;
+    one with them at its cluster_* rates (the difference is exactly the coding seconds of the two rate pairs)."""
+    chain = tp.random_chain(__import__("random").Random(3), 1)
+    new = dataclasses.replace(tp.make_spec([("hub", "a", 1, 10**9, 1.0, None), ("w", "b", 1, 10**9, 1.0, None)], rate=1e6,
+                                           rtt=0.0), boundary="int8")
+    old = dataclasses.replace(new, groups=tuple(dataclasses.replace(
+        g, profile=dataclasses.replace(g.profile, cluster_encode_bytes_per_s=None, cluster_decode_bytes_per_s=None))
+        for g in new.groups))
+    stages = [(0, 1, "single", ("w/0",))]
+    a, b = (evaluate(chain, s, full_counts(s), stages) for s in (new, old))
+    raw, rpi = chain.blocks[0].input_bytes + chain.blocks[0].output_bytes, tp.RPI
+    assert rpi.cluster_encode_bytes_per_s > rpi.encode_bytes_per_s and rpi.cluster_decode_bytes_per_s > rpi.decode_bytes_per_s
+    assert b.latency_s - a.latency_s == pytest.approx(raw * (1 / rpi.encode_bytes_per_s + 1 / rpi.decode_bytes_per_s
+                                                              - 1 / rpi.cluster_encode_bytes_per_s - 1 / rpi.cluster_decode_bytes_per_s))
 
 
 @pytest.fixture(scope="module")

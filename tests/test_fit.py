@@ -147,6 +147,7 @@ def _fitted_profile() -> DeviceProfile:
     result = fit_groups(_synthetic_rows(np.random.default_rng(5)))
     return build_profile("edge-box", result, description="a test box", sources=("unit test",),
                          encode_bytes_per_s=3e8, decode_bytes_per_s=9e8,
+                         cluster_encode_bytes_per_s=7e8, cluster_decode_bytes_per_s=2e9,
                          measured={"machine": "test", "threads": 2, "models": {"a.onnx": {"wall_s": 0.01}}})
 
 
@@ -157,6 +158,7 @@ def test_profile_toml_round_trips_exactly():
     back = parse_profile(tomllib.loads(text), "edge-box.toml")
     assert back == profile  # every coefficient, rate and field, bit for bit
     assert back.measured["models"]["a.onnx"]["wall_s"] == 0.01
+    assert (back.cluster_encode_bytes_per_s, back.cluster_decode_bytes_per_s) == (7e8, 2e9)  # the cluster link codec
     assert back.fit("conv").s_per_flop_1x1 is not None and back.fit("conv").samples > 0
 
 

@@ -533,7 +533,8 @@ def cmd_profile(args) -> int:
     if others:
         print(f"no data for {', '.join(others)}: they use the analytical fallback (pooled fit)")
     print(f"codec: encode {run.profile.encode_bytes_per_s / 1e6:.0f} MB/s, decode {run.profile.decode_bytes_per_s / 1e6:.0f} MB/s"
-          f" (int8 quantize + zstd); profiler bias {run.bias_s * 1e6:+.2f} us per kernel corrected")
+          f" (int8 quantize + zstd); cluster link codec: encode {run.profile.cluster_encode_bytes_per_s / 1e6:.0f} MB/s,"
+          f" decode {run.profile.cluster_decode_bytes_per_s / 1e6:.0f} MB/s; profiler bias {run.bias_s * 1e6:+.2f} us per kernel corrected")
     print(f"wrote {out}; use it: splitc compile MODEL.onnx --target {out},cloud -o out/")
     return 0
 

@@ -42,6 +42,12 @@ MAX_DEVICES = 64  # all groups together: plans are made for every sub-multiset o
 MAX_GROUP = 32
 SERVER = "server"
 BOUNDARIES = ("fp32", "int8")  # the codec of every hub<->worker transfer ([network] boundary)
+# The worker protocol's framing (splitc/runtimes/cluster_worker.py send(): u32 frame length, u32 header length, the JSON
+# header; the body one splitc wire payload, whose own header names each tensor): bytes a message carries beyond the
+# tensors' bytes as the evaluator counts them (raw; int8: raw/4 + 5), one tensor of a 9-character name, measured on the
+# real send() and pack() by tests/test_cluster_framing.py. (request {"op":"run","file","tag","id"[,"codec"]}, answer
+# {"id","ok"}) per boundary codec; int8 names three wire tensors (values, scale, zero point).
+FRAMING_BYTES = {"fp32": (235.0, 184.0), "int8": (414.0, 348.0)}
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"  # a group name: it names slots and files
 
 

@@ -241,7 +241,8 @@ def analytical_fields(result: FitResult) -> tuple[dict[str, float], float, float
 
 def build_profile(name: str, result: FitResult, *, description: str = "", sources: tuple[str, ...] = (),
                   encode_bytes_per_s: float = 1e9, decode_bytes_per_s: float = 1e9,
-                  measured: dict | None = None) -> DeviceProfile:
+                  measured: dict | None = None, cluster_encode_bytes_per_s: float | None = None,
+                  cluster_decode_bytes_per_s: float | None = None) -> DeviceProfile:
     rates, memory, overhead = analytical_fields(result)
     return DeviceProfile(
         name=name, description=description, sources=tuple(sources),
@@ -250,6 +251,7 @@ def build_profile(name: str, result: FitResult, *, description: str = "", source
         encode_bytes_per_s=float(encode_bytes_per_s), decode_bytes_per_s=float(decode_bytes_per_s),
         fits=tuple((c, result.fits[c]) for c in OP_CLASSES if c in result.fits),
         measured=measured,
+        cluster_encode_bytes_per_s=cluster_encode_bytes_per_s, cluster_decode_bytes_per_s=cluster_decode_bytes_per_s,
     )
 
 
@@ -291,6 +293,9 @@ def profile_to_toml(profile: DeviceProfile, header: str = "") -> str:
     out.append("[codec]")
     out.append(f"encode_bytes_per_s = {_toml_value(profile.encode_bytes_per_s)}")
     out.append(f"decode_bytes_per_s = {_toml_value(profile.decode_bytes_per_s)}")
+    for key in ("cluster_encode_bytes_per_s", "cluster_decode_bytes_per_s"):  # a cluster plan's int8 link codec
+        if getattr(profile, key) is not None:
+            out.append(f"{key} = {_toml_value(getattr(profile, key))}")
     if profile.image_px_per_s:  # input-image codecs, pixels/s (splitc/tools/profiler.py measure_image_codecs)
         out.append("")
         out.append("[image]")

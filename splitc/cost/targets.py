@@ -70,6 +70,10 @@ class DeviceProfile:
     measured: dict | None = field(default=None, compare=False, hash=False)  # the [measured] table, as read
     # [image]: input-image codec speeds, pixels per second: "jpeg_encode", "jpeg_decode", "png_encode", ...
     image_px_per_s: tuple[tuple[str, float], ...] = ()
+    # [codec] cluster_*: a cluster plan's int8 link codec (splitc/runtimes/cluster_codec.py, numpy + zstd on a dense
+    # frame), of raw bytes; None (an older profile): the cluster planner uses encode/decode_bytes_per_s
+    cluster_encode_bytes_per_s: float | None = None
+    cluster_decode_bytes_per_s: float | None = None
 
     def image_rate(self, kind: str, way: str) -> float | None:
         """Pixels/s of the ``kind`` (jpeg, png, webp) image coder, ``way`` encode or decode; None if not in the profile."""
@@ -230,6 +234,11 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
     for key in ("encode_bytes_per_s", "decode_bytes_per_s"):
         if _need(codec, key, f"{where} [codec]", lo=1.0) <= 0:
             raise SplitcError(f"{where} [codec]: field '{key}' must be positive")
+    cluster_keys = ("cluster_encode_bytes_per_s", "cluster_decode_bytes_per_s")
+    if set(codec) - {"encode_bytes_per_s", "decode_bytes_per_s", *cluster_keys}:
+        raise SplitcError(f"{where} [codec]: unknown field(s) {sorted(set(codec) - {'encode_bytes_per_s', 'decode_bytes_per_s', *cluster_keys})};"
+                          f" known: encode_bytes_per_s, decode_bytes_per_s, {', '.join(cluster_keys)}")
+    cluster_rates = {key: float(_need(codec, key, f"{where} [codec]", lo=1.0)) for key in cluster_keys if key in codec}
     for key in ("busy_w", "idle_w"):
         if key in power:
             _need(power, key, f"{where} [power]", hi=1e6)
@@ -283,6 +292,7 @@ def parse_profile(data: dict, where: str) -> DeviceProfile:
         fits=tuple(fits),
         measured=measured,
         image_px_per_s=tuple(sorted((k.removesuffix("_px_per_s"), float(v)) for k, v in image.items())),
+        **cluster_rates,
     )
 
 

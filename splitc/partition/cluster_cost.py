@@ -10,9 +10,13 @@ resources (each device's busy seconds per frame, each link direction's busy seco
 Memory of a slot: the weights of all its parts + the largest activation peak of its parts; the devices of one unit in
 a stage are all charged its largest part (tiles and channel shares differ by a halo row or a channel), so which of
 several interchangeable devices runs which part never changes a price.
+Bytes on a link: every part a device runs is one request (its inputs) and one answer (its outputs) of the worker
+protocol, each priced as Link.wire_bytes prices a 2-tier message: payload + the protocol's framing
+(splitc.cost.cluster.FRAMING_BYTES, as message_bytes), with segment_header_bytes of TCP/IP headers per mss_bytes.
 Boundary codec ([network] boundary = "int8"): every transfer between the hub and another device carries the 2-tier
 planner's int8 estimate, raw/4 + 5 bytes a tensor (uint8 values + scale + zero point, before zstd), and costs
-coding time at the profiles' [codec] rates (of raw bytes, slowed by cpu_share): the hub encodes a part's input
+coding time at the profiles' [codec] cluster_encode/decode_bytes_per_s (the cluster codec's own rates; a profile
+without them: encode/decode_bytes_per_s), of raw bytes, slowed by cpu_share: the hub encodes a part's input
 before sending it and decodes its outputs after they arrive, on one CPU (resource "hub-codec", serial within a stage,
 summed over stages for throughput); the device decodes its input and encodes its outputs inside its part's seconds.
 """
@@ -22,7 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from splitc.cost.cluster import SERVER, ClusterSpec
+from splitc.cost.cluster import FRAMING_BYTES, SERVER, ClusterSpec
+from splitc.cost.targets import DeviceProfile, Link
 from splitc.errors import SplitcError
 from splitc.partition.blocks import BlockChain, proportional
 
@@ -75,10 +80,16 @@ class Unit:
     enc_s: float = 0.0
     hub_enc_s: float = 0.0
     hub_dec_s: float = 0.0
+    # the request (hub -> device) and answer (device -> hub) links: the worker protocol's framing and packet headers
+    up: Link | None = None
+    down: Link | None = None
 
-    def wire(self, raw: int) -> int:
-        """Bytes on this device's link for a tensor of ``raw`` bytes."""
-        return raw // 4 + 5 if self.hub_enc_s > 0 else raw
+    def wire(self, raw: int, way: str) -> float:
+        """Bytes on this device's link for ``raw`` bytes of tensors sent ``way`` ("up": one request, "down": one
+        answer): the payload (int8: raw/4 + 5), the message's framing, and every segment's headers."""
+        payload = raw // 4 + 5 if self.hub_enc_s > 0 else raw
+        link = self.up if way == "up" else self.down
+        return link.wire_bytes(payload) if link is not None else payload
 
     def slot(self, k: int) -> str:
         return f"{self.group}/{self.first + k}"
@@ -89,14 +100,27 @@ def resources(spec: ClusterSpec) -> tuple[str, ...]:
             + (("hub-codec",) if spec.boundary == "int8" else ()))
 
 
+def codec_rates(profile: DeviceProfile) -> tuple[float, float]:
+    """(encode, decode) bytes/s of the cluster's int8 link codec on ``profile``: its [codec] cluster_* rates, or (a
+    profile without them) the 2-tier boundary codec's."""
+    return (profile.cluster_encode_bytes_per_s or profile.encode_bytes_per_s,
+            profile.cluster_decode_bytes_per_s or profile.decode_bytes_per_s)
+
+
 def _coding(spec: ClusterSpec, profile, share: float) -> dict:
     """A non-hub unit's int8 coding seconds per raw byte (empty with fp32)."""
     if spec.boundary != "int8":
         return {}
     hub = spec.hub_group
-    return {"dec_s": 1.0 / (profile.decode_bytes_per_s * share), "enc_s": 1.0 / (profile.encode_bytes_per_s * share),
-            "hub_enc_s": 1.0 / (hub.profile.encode_bytes_per_s * hub.cpu_share),
-            "hub_dec_s": 1.0 / (hub.profile.decode_bytes_per_s * hub.cpu_share)}
+    (enc, dec), (hub_enc, hub_dec) = codec_rates(profile), codec_rates(hub.profile)
+    return {"dec_s": 1.0 / (dec * share), "enc_s": 1.0 / (enc * share),
+            "hub_enc_s": 1.0 / (hub_enc * hub.cpu_share), "hub_dec_s": 1.0 / (hub_dec * hub.cpu_share)}
+
+
+def _links(spec: ClusterSpec, base: Link) -> dict:
+    """A non-hub unit's request and answer links: ``base`` with the worker protocol's framing per message."""
+    request, answer = FRAMING_BYTES[spec.boundary]
+    return {"up": replace(base, message_bytes=request), "down": replace(base, message_bytes=answer)}
 
 
 def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tuple[Unit, ...]:
@@ -109,7 +133,8 @@ def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tupl
     hub_rate = spec.hub_group.rate_bps
     out = []
     for g, n in zip(spec.groups, counts):
-        per_byte = 8.0 / (spec.rate_bps if spec.network == "lan" else min(hub_rate, g.rate_bps))
+        rate = spec.rate_bps if spec.network == "lan" else min(hub_rate, g.rate_bps)
+        per_byte = 8.0 / rate
         send, recv = ("lan", "lan") if spec.network == "lan" else ("send", "recv")
         common = {"profile": profile(g.profile.name), "speed": g.cpu_share, "memory": float(g.memory_bytes)}
         first = 0
@@ -119,11 +144,12 @@ def units(chain: BlockChain, spec: ClusterSpec, counts: tuple[int, ...]) -> tupl
             first, n = 1, n - 1
         if n > 0:
             out.append(Unit(g.name, first, n, send_s=per_byte, recv_s=per_byte, delay_s=spec.rtt_s / 2, res_send=send,
-                            res_recv=recv, **common, **_coding(spec, g.profile, g.cpu_share)))
+                            res_recv=recv, **common, **_coding(spec, g.profile, g.cpu_share),
+                            **_links(spec, Link(g.name, rate, rate, spec.rtt_s))))
     if spec.server and len(counts) > len(spec.groups) and counts[-1]:
         link = spec.server_link
         out.append(Unit(SERVER, 0, 1, profile(spec.server.name), 1.0, float("inf"), 8.0 / link.up_bps, 8.0 / link.down_bps,
-                        link.rtt_s / 2, "wan-up", "wan-down", **_coding(spec, spec.server, 1.0)))
+                        link.rtt_s / 2, "wan-up", "wan-down", **_coding(spec, spec.server, 1.0), **_links(spec, link)))
     return tuple(out)
 
 
@@ -215,12 +241,12 @@ def stage_cost(chain: BlockChain, spec: ClusterSpec, us: tuple[Unit, ...], first
     links = [0.0] * len(names)
     for u, p in zip(dev_units, parts):
         if not u.hub:
-            links[names.index(u.res_send)] += u.wire(p.in_bytes) * u.send_s * p.frac
-            links[names.index(u.res_recv)] += u.wire(p.out_bytes) * u.recv_s * p.frac
+            links[names.index(u.res_send)] += u.wire(p.in_bytes, "up") * u.send_s * p.frac
+            links[names.index(u.res_recv)] += u.wire(p.out_bytes, "down") * u.recv_s * p.frac
             if u.hub_enc_s:
                 links[names.index("hub-codec")] += (p.in_bytes * u.hub_enc_s + p.out_bytes * u.hub_dec_s) * p.frac
     if strategy == "data":
-        latency = max(p.in_bytes * u.hub_enc_s + u.wire(p.in_bytes) * u.send_s + p.seconds + u.wire(p.out_bytes) * u.recv_s
+        latency = max(p.in_bytes * u.hub_enc_s + u.wire(p.in_bytes, "up") * u.send_s + p.seconds + u.wire(p.out_bytes, "down") * u.recv_s
                       + p.out_bytes * u.hub_dec_s + 2 * u.delay_s for u, p in zip(dev_units, parts))
     else:
         latency = _simulate(dev_units, parts)
@@ -236,7 +262,7 @@ def _simulate(dev_units: list[Unit], parts: tuple[Part, ...]) -> float:
         ready = 0.0
         if not u.hub:
             hub_cpu += p.in_bytes * u.hub_enc_s
-            end = max(free.get(u.res_send, 0.0), hub_cpu) + u.wire(p.in_bytes) * u.send_s
+            end = max(free.get(u.res_send, 0.0), hub_cpu) + u.wire(p.in_bytes, "up") * u.send_s
             free[u.res_send] = end
             ready = end + u.delay_s
         finish.append(ready + p.seconds)
@@ -246,7 +272,7 @@ def _simulate(dev_units: list[Unit], parts: tuple[Part, ...]) -> float:
         if u.hub:
             done = max(done, finish[k])
             continue
-        end = max(finish[k], free.get(u.res_recv, 0.0)) + u.wire(p.out_bytes) * u.recv_s
+        end = max(finish[k], free.get(u.res_recv, 0.0)) + u.wire(p.out_bytes, "down") * u.recv_s
         free[u.res_recv] = end
         hub_cpu = max(hub_cpu, end + u.delay_s) + p.out_bytes * u.hub_dec_s
         done = max(done, hub_cpu)

@@ -657,6 +657,30 @@ def measure_codec(settings: Settings, runs: int = 15) -> tuple[float, float]:
     return x.nbytes / statistics.median(enc), x.nbytes / statistics.median(dec)
 
 
+def measure_cluster_codec(runs: int = 15) -> tuple[float, float]:
+    """(encode, decode) bytes/s of a cluster plan's int8 link codec (splitc/runtimes/cluster_codec.py: numpy's
+    DynamicQuantizeLinear + zstd, one wire payload) on this machine, of raw fp32 bytes, on a dense frame: a
+    LeakyReLU(0.1) activation (YOLO's), as tile and channel boundaries carry. A ReLU frame (half zeros) codes
+    ~2-3x slower: zstd spends its time on the runs of the zero point."""
+    from splitc.runtimes.cluster_codec import pack, unpack
+
+    shape = (1, 64, 56, 56)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = np.where(x > 0, x, np.float32(0.1) * x)
+    expected = {"x": ("float32", shape)}
+    enc, dec = [], []
+    for i in range(runs + 2):
+        t0 = time.perf_counter()
+        payload = pack({"x": x}, "int8")
+        t1 = time.perf_counter()
+        unpack(payload, expected, "int8")
+        t2 = time.perf_counter()
+        if i >= 2:
+            enc.append(t1 - t0)
+            dec.append(t2 - t1)
+    return x.nbytes / statistics.median(enc), x.nbytes / statistics.median(dec)
+
+
 def measure_image_codecs(runs: int = 7) -> tuple[tuple[str, float], ...]:
     """Pixels/s of the input-image codecs on one core of this machine (splitc.runtimes.image: JPEG q90 4:2:0, PNG,
     WebP q90), encode and decode of a 224x224 photo-like frame (smooth gradients, a disc, sensor noise); medians.
@@ -796,6 +820,7 @@ def profile_device(
     # over the kernels: small-kernel models were overpredicted (YOLOX-Nano +52%, UltraFace +40% at 1 thread)
     bias = measure_profiler_bias(settings)
     enc, dec = measure_codec(settings)
+    cluster_enc, cluster_dec = measure_cluster_codec()
     rows = [row for p in measured + cal for row in p.rows(bias)]
     result = fitting.fit_groups(rows)
     threads = settings.threads or "onnxruntime default"
@@ -823,11 +848,13 @@ def profile_device(
         "models: " + ", ".join(f"{label} ({p.kernels} kernels, {len(p.groups)} groups)" for p, label in zip(measured, labels)),
         (f"plus {len(cal)} built-in calibration graphs ({table['calibration_kernels']} kernels: standalone elementwise, layout,"
          " reduction, norm, pooling, resize and MatMul ops)") if cal else "no calibration graphs (--no-calibration)",
-        "per-class models fitted by non-negative least squares (splitc/cost/fit.py); codec: DynamicQuantizeLinear + zstd measured",
+        "per-class models fitted by non-negative least squares (splitc/cost/fit.py); codec: DynamicQuantizeLinear + zstd measured"
+        " (cluster_*: the cluster link codec, numpy + zstd, on a dense LeakyReLU frame)",
     ]
     profile = fitting.build_profile(
         name, result, description=description or f"{platform.node()} measured with onnxruntime {ort.__version__}",
         sources=tuple(sources), encode_bytes_per_s=enc, decode_bytes_per_s=dec, measured=table,
+        cluster_encode_bytes_per_s=cluster_enc, cluster_decode_bytes_per_s=cluster_dec,
     )
     image = measure_image_codecs()
     if image:
