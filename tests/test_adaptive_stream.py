@@ -142,3 +142,21 @@ def test_probes_of_a_slow_link_never_hold_a_frame(sweep_dir):
         sent, answered = client.probes
         assert sent >= 2 and answered >= 1, client.probes
         assert client.intervals[client.current]["plan"] == device and client.estimator.up_bps < 0.3e6, client.lines()
+
+
+def test_cli_run_remote_stream_on_a_sweep_plan_adapts(sweep_dir):
+    """`splitc run SWEEP --remote URL --stream` streams through the adaptive client (its report lists the switches:
+    none on loopback, where the 100 Mbit/s plan stays right); every frame through the server, in-process outputs."""
+    from test_serving import Server
+
+    srv = Server(sweep_dir)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(sweep_dir), "--remote", srv.url, "--stream",
+                               "--inflight", "2", "--samples", "5", "--json", "--no-compare"],
+                              capture_output=True, text=True, env=ENV, timeout=120)
+    finally:
+        srv.stop()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["switches"] == [] and report["via_server"] == 5 and report["lost"] == 0, report
+    assert report["same_as_in_process"], report
