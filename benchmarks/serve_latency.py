@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/serve_latency.py link OUT/ [--frames 30]      # as root: netns + veth + tc tbf
     .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to 400000  # a --sweep-bandwidth plan; the uplink drops
     .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to-link 3g # rates and RTT of links.toml's 3g
+    .venv/bin/python benchmarks/serve_latency.py drop SWEEP_OUT/ --to 400000 --stream-k 4  # AdaptiveRemote.stream, K in flight
     .venv/bin/python benchmarks/serve_latency.py stream OUT/ --frames 60 --inflight 4 [--images DIR]  # frames/s, K in flight
 
 overhead: the same frames, alternately in process (SplitModel.run) and through `splitc serve` on 127.0.0.1
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--no-shape", action="store_true", help="rate in the proxy even as root")
     ap.add_argument("--no-watchdog", action="store_true", help="drop: switch only on answered frames (as before)")
     ap.add_argument("--to-link", help="drop: to this built-in link (rates and RTT), e.g. 3g, instead of --to")
+    ap.add_argument("--stream-k", type=int, help="drop: stream with this many frames in flight (AdaptiveRemote.stream)")
     args = ap.parse_args()
     for d in args.dirs:
         shape = False if args.no_shape else None
@@ -172,7 +174,10 @@ def main() -> None:
 
                 lk = builtin_links()[args.to_link]
                 to = (lk.up_bps, lk.down_bps, lk.rtt_s)
-            res = bandwidth_drop(d, args.frames, args.port, to[0], shape, not args.no_watchdog, to[1], to[2])
+            if args.stream_k:
+                res = stream_drop(d, args.frames, args.port, to[0], shape, args.stream_k, to[1], to[2])
+            else:
+                res = bandwidth_drop(d, args.frames, args.port, to[0], shape, not args.no_watchdog, to[1], to[2])
         print(json.dumps(res), flush=True)
 
 
@@ -237,6 +242,50 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
             "after_median_ms": float(np.median([x for i, x in enumerate(after) if i not in probes])) * 1e3,
             "new_plan_in_process_ms": float(np.median(alone)) * 1e3, "after_ms": [round(x * 1e3, 1) for x in after],
             "in_process_ms": [round(x * 1e3, 1) for x in alone], "probes_after": probes, "switches": client.lines()}
+
+
+def stream_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | None, k: int,
+                to_down_bps: float | None = None, to_rtt_s: float | None = None) -> dict:
+    """``bandwidth_drop`` for a stream of 3 x ``frames`` frames, ``k`` in flight: the link drops when frame ``frames``
+    is taken. Reported: when the stream switched (ms after the drop, frames answered on the old plan since the drop)
+    and the frames' completion intervals before the drop and on the new plan."""
+    from splitc.runtimes.adaptive import AdaptiveRemote
+
+    plan = json.loads((out / "plan.json").read_text())
+    ln, sweep = plan["links"][0], plan["sweep"]
+    want = sweep_choice(sweep, ln["rtt_s"], to_bps, ln["rtt_s"] if to_rtt_s is None else to_rtt_s)
+    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
+        proc, _ = start_server(out, link.host, port, link.exec_prefix)
+        try:
+            proxy = link.proxy(port, at_server=True)
+            client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0)
+            feeds = [synthetic_inputs(client.models[0].local.inputs, s % 8) for s in range(3 * frames)]
+            list(client.stream(feeds[:2 * k], inflight=k))  # warm: k connections, sessions
+            t_drop = []
+
+            def camera():
+                for i, f in enumerate(feeds):
+                    if i == frames:
+                        link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
+                        t_drop.append(time.monotonic())
+                    yield f
+
+            done, ran = [], []
+            for _ in client.stream(camera(), inflight=k):
+                done.append(time.monotonic())
+                ran.append(client.intervals[client.models.index(client.last)]["plan"])
+            client.close()
+        finally:
+            stop(proc)
+    sw = [s for s in client.switches if s["t"] >= t_drop[0]]
+    first_new = next((i for i, p in enumerate(ran) if i >= frames and p == want), None)
+    gaps = np.diff(done) * 1e3
+    return {"plan": str(out), "inflight": k, "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "sweep_choice": want,
+            "switch_after_ms": (sw[0]["t"] - t_drop[0]) * 1e3 if sw else None, "estimated_mbps": sw[0]["estimated_up_mbps"] if sw else None,
+            "old_plan_frames_after_drop": sum(1 for i, (p, t) in enumerate(zip(ran, done)) if t > t_drop[0] and p != want),
+            "frames": len(ran), "interval_before_ms": float(np.median(gaps[k:frames - 1])),
+            "interval_new_plan_ms": float(np.median(gaps[first_new:])) if first_new is not None else None,
+            "last_plan": ran[-1], "switches": client.lines()}
 
 
 def stream_frames(model: SplitModel, n: int, images: Path | None) -> list[dict]:

@@ -26,8 +26,8 @@ from splitc.runtimes.ort import synthetic_inputs
 
 def test_busy_sample_reads_the_link_rate_with_frames_in_flight():
     """Four frames of 10 kbit sent at once over a 1 Mbit/s link (RTT 20 ms, server 5 ms): their uploads queue, the
-    last is answered 65 ms after it was sent. Its own bits over its own round trip read 0.27 Mbit/s; the busy period
-    (all four frames' bits since the first was sent) reads the link's 1 Mbit/s. One frame at a time: its own."""
+    last is answered 65 ms after it was sent. Its own bits over its own round trip read 0.27 Mbit/s; timed from the
+    end of the upload ahead of it, they read the link's 1 Mbit/s. One frame at a time: its own round trip."""
     rate, rtt, server, bits = 1e6, 0.02, 0.005, 10_000
     history, up_end = [], 0.0
     for i in range(4):
