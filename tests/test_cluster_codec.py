@@ -124,7 +124,7 @@ def test_int8_prices_a_quarter_of_the_bytes_plus_coding_time():
     a, b = (evaluate(chain, s, full_counts(s), stages) for s in (fp32, int8))
     inb, outb = chain.blocks[0].input_bytes, chain.blocks[0].output_bytes
     compute = chain.latency_s(0, 1, 1)
-    on_wire = lambda payload, framing: (payload + framing) * (1 + 66 / 1448)  # noqa: E731
+    on_wire = lambda payload, framing: (payload + framing) * (1 + 66 / 1448)
     (req, ans), (req8, ans8) = FRAMING_BYTES["fp32"], FRAMING_BYTES["int8"]
     assert a.latency_s == pytest.approx(compute + (on_wire(inb, req) + on_wire(outb, ans)) * 8 / 1e6)
     rpi = tp.RPI
