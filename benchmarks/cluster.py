@@ -81,7 +81,7 @@ def toml(groups: list[dict], rate: str, objective: str = "latency", rtt_ms: floa
     lines = [f'objective = "{objective}"', "[network]", 'kind = "lan"', f'rate = "{rate}"', f"rtt_ms = {rtt_ms}",
              f'boundary = "{boundary}"']
     for g in groups:
-        if CPU_SCALE[0] != 1.0:
+        if CPU_SCALE[0] != 1.0 and g.get("worker", True):  # a hub that only codes has a profile of its own share (yolo)
             g = {**g, "cpu_share": round(g.get("cpu_share", 1.0) * CPU_SCALE[0], 6)}
         lines.append("[[device]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in g.items()]
@@ -312,7 +312,9 @@ def chair(args, profile: Path, paths) -> dict:
 
 def yolo(args, profile: Path, paths) -> dict:
     feeds, want = reference(paths["yolo16"])
-    hub = {"name": "hub", "profile": str(profile), "count": 1, "memory_mb": 4096, "hub": True, "worker": False}
+    # the hub codes every int8 transfer on its own CPU: its profile is measured under --hub-share, as the workers' under theirs
+    hub_profile = profile_under_quota(args.hub_share, list(paths.values()), OUT / "profiles", realtime=not args.cfs)
+    hub = {"name": "hub", "profile": str(hub_profile), "count": 1, "memory_mb": 4096, "hub": True, "worker": False}
     rows = []
     boundaries = ["fp32", "int8"] if args.boundary == "both" else [args.boundary]
     for boundary in boundaries:
