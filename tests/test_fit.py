@@ -234,6 +234,8 @@ BAD = [
     (("compute", "dense"), 1e9, "[compute]: unknown field(s) ['dense']"),
     (("codec", "decode_bytes_per_s"), 0, "[codec]: field 'decode_bytes_per_s' must be positive"),
     (("codec", "encode_bytes_per_s"), KeyError, "[codec]: missing field 'encode_bytes_per_s'"),
+    (("codec", "cluster_encode_bytes_per_s"), 0.5, "[codec]: field 'cluster_encode_bytes_per_s' must be between 1 and"),
+    (("codec", "cluster_decode_bytes"), 1e9, "[codec]: unknown field(s) ['cluster_decode_bytes']"),
     (("name",), "", "field 'name' must be a non-empty string"),
     (("name",), KeyError, "missing field 'name'"),
     (("sources",), "one string", "field 'sources' must be a list of strings"),
