@@ -380,6 +380,18 @@ def input_records(plan: dict) -> dict[str, InputRecord]:
     return out
 
 
+def run_frame(model, images: dict, inputs: list[dict], image):
+    """``model.run`` on the feeds made from a camera frame (:func:`frame_feeds`), the frame held in ``model._frames``
+    while it runs, so a hop of an image input sends this frame compressed; ``result.inputs`` holds the feeds."""
+    feeds, model._frames = frame_feeds(images, image, inputs)
+    try:
+        result = model.run(feeds)
+    finally:
+        model._frames = {}
+    result.inputs = feeds
+    return result
+
+
 def frame_feeds(records: dict[str, InputRecord], image, inputs: list[dict]) -> tuple[dict, dict]:
     """``image`` (a path, an HxW[xC] uint8 array, or a dict of them per input name) -> (model feeds normalized as the
     plan says, the uint8 frames at the input's size)."""

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from splitc.errors import SplitcError
 from splitc.runtimes import planfile
-from splitc.runtimes.image import frame_feeds, input_records
+from splitc.runtimes.image import input_records, run_frame
 from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
@@ -172,13 +172,7 @@ class SplitModel:
         """Run on a frame as a camera has it: an image file path or an HxW[xC] uint8 array (or a dict of them per input
         name), fitted to the input (centre crop, resize) and normalized as plan.json's input_codec says; a hop of the
         input sends this frame compressed. ``result.inputs`` holds the feeds it made."""
-        feeds, self._frames = frame_feeds(self.images, image, self.inputs)
-        try:
-            result = self.run(feeds)
-        finally:
-            self._frames = {}
-        result.inputs = feeds
-        return result
+        return run_frame(self, self.images, self.inputs, image)
 
     def stream(self, key_interval: int = 30) -> "SplitModel":
         """Send every hop with inter-frame delta coding from now on (frames are the successive ``run`` calls)."""

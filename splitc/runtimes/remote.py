@@ -125,15 +125,9 @@ class RemoteSplitModel:
         """Run on a frame as a camera has it (a path, an HxW[xC] uint8 array, or a dict of them per input), like
         ``SplitModel.run_image``: an image input that crosses is sent as this frame compressed (JPEG per plan.json),
         not rebuilt from the normalized tensor. ``result.inputs`` holds the feeds it made."""
-        from splitc.runtimes.image import frame_feeds
+        from splitc.runtimes.image import run_frame
 
-        feeds, self._frames = frame_feeds(self.local.images, image, self.local.inputs)
-        try:
-            result = self.run(feeds)
-        finally:
-            self._frames = {}
-        result.inputs = feeds
-        return result
+        return run_frame(self, self.local.images, self.local.inputs, image)
 
     def stream(self, frames, inflight: int | None = None, delta: bool = True, key_interval: int = 30):
         """Results of ``frames`` in order, with up to ``inflight`` frames' requests in flight while the device
