@@ -232,7 +232,9 @@ def test_a_profile_under_a_fifth_of_a_core_measures_five_times_the_cpu_time(tmp_
         t = time.process_time()
         session.run(None, feed)
         cpu.append(time.process_time() - t)
-    assert 3.5 <= measured["wall_s"] / statistics.median(cpu) <= 7.5, (measured, cpu)
+    # a CFS quota is a ceiling: on a loaded machine (CI shares its 2 cores) the profiled run gets less than its fifth,
+    # so only the lower bound is tight (7.9x was seen in a CI run); the upper one catches a unit mistake
+    assert 3.5 <= measured["wall_s"] / statistics.median(cpu) <= 20, (measured, cpu)
     t = time.monotonic()
     assert profile_under_quota(0.2, [model], tmp_path, runs=8, warmup=2, calibration=False) == path  # cached
     assert time.monotonic() - t < 1
