@@ -160,6 +160,8 @@ def main() -> int:
     ap.add_argument("--codecs", default=",".join(CODECS), help="comma-separated --boundary names, e.g. pca8+int8-channel-static")
     ap.add_argument("--no-timing", action="store_true", help="skip the encode/decode MB/s measurements")
     ap.add_argument("--no-delta", action="store_true", help="skip the delta-coding video")
+    ap.add_argument("--learned-training", choices=["distillation", "reconstruction"], default="distillation",
+                    help="learned<k> codecs: distil through the tail (onnx2torch) or feature reconstruction")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     import tempfile
@@ -193,7 +195,15 @@ def main() -> int:
     rows = []
     for name in [c.strip() for c in args.codecs.split(",") if c.strip()]:
         cs = C.parse_codec(name)
-        tc = C.fit(cs, cal) if cs.kind == "static" else None
+        torch_tail = None
+        if cs.learned is not None:
+            from splitc.cost.bottleneck import tail_module
+
+            torch_tail = (tail_module(onnx.load(str(model)), args.cut) if args.learned_training == "distillation"
+                    else (None, "--learned-training reconstruction"))
+        tc = C.fit(cs, cal, tail=torch_tail) if cs.kind == "static" else None
+        if tc is not None and tc.training:
+            print(f"{name}: trained by {tc.training}", flush=True)
         models = {"q": AnsModel(tc.ans)} if tc is not None and tc.ans is not None else None
         sizes, agree, cos, kept, syms = [], [], [], [], []
         for x, r in zip(acts, ref):
@@ -224,6 +234,8 @@ def main() -> int:
             cos.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
         row = {"codec": name, "bytes": float(np.mean(sizes)), "x_fp32": raw / float(np.mean(sizes)),
                "top1": float(np.mean(agree)), "cosine": float(np.mean(cos))}
+        if tc is not None and tc.training:
+            row["training"] = tc.training
         if tc is not None and tc.basis is not None:
             row.update(k=int(tc.basis.shape[0]), explained=float(tc.explained))
         if syms:  # the coder vs the order-0 entropy of each channel's symbols over all benchmark frames

@@ -90,11 +90,56 @@ def run_layers(x: np.ndarray, layers: list[Layer]) -> np.ndarray:
     return y
 
 
+def tail_module(model, name: str):
+    """(a torch module computing ``model``'s outputs from tensor ``name`` alone, None), or (None, why not): the
+    differentiable tail that distillation trains through (onnx2torch converts the ONNX sub-graph). ``model``: an
+    onnx.ModelProto. Tails that read other tensors of the head, or that onnx2torch cannot convert, give None."""
+    import onnx
+
+    try:
+        from onnx2torch import convert
+    except Exception as e:  # noqa: BLE001 - ImportError, or torchvision missing/mismatched at its import
+        return None, f"onnx2torch is not usable ({type(e).__name__}: {str(e)[:80]})"
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) != 1:
+        return None, f"the model has {len(outputs)} outputs (distillation handles one)"
+    try:
+        sub = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model([name], outputs)
+    except Exception as e:  # noqa: BLE001
+        return None, f"the tail after {name} cannot be extracted ({str(e)[:80]})"
+    known = {name, ""} | {i.name for i in sub.graph.initializer}
+    for node in sub.graph.node:
+        missing = [i for i in node.input if i not in known]
+        if missing:
+            return None, f"the tail after {name} also reads {missing[0]}"
+        known.update(node.output)
+    try:
+        module = convert(sub).eval()
+    except Exception as e:  # noqa: BLE001 - an op onnx2torch lacks
+        return None, f"onnx2torch cannot convert the tail after {name} ({str(e)[:80]})"
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module, None
+
+
+def _distill_loss(torch, student, teacher, temperature: float = 2.0):
+    """KL(teacher || student) of the class distributions (softened by ``temperature``) for a classifier's
+    (N, classes) logits; mean squared error normalized by the teacher's variance for any other output."""
+    if student.ndim == 2 and student.shape[1] > 1:
+        t = torch.log_softmax(teacher / temperature, dim=1)
+        s = torch.log_softmax(student / temperature, dim=1)
+        return torch.sum(t.exp() * (t - s), dim=1).mean() * temperature ** 2
+    return torch.mean((student - teacher) ** 2) / (teacher.var() + 1e-12)
+
+
 def fit_learned(samples: list[np.ndarray], k: int, step: float = 0.5, iters: int = 800, seed: int = 0,
-                lr: float = 3e-3) -> tuple[list[Layer], list[Layer], float]:
+                lr: float = 3e-3, tail=None) -> tuple[list[Layer], list[Layer], float]:
     """Train encoder and decoder on ``samples`` (per-frame NCHW activations of one tensor): (encoder, decoder,
     relative reconstruction error on the training data, quantization noise included). ``step``: the quantizer's
-    step as a fraction of the code's standard deviation (noise of that width is added while training)."""
+    step as a fraction of the code's standard deviation (noise of that width is added while training).
+    ``tail`` (from ``tail_module``): distil through it instead: the loss is the tail's outputs on the decoded
+    tensor against its outputs on the original (KL of the class distributions for a classifier), plus 0.1 x the
+    reconstruction loss; on whole maps, not patches (the tail needs them)."""
     if not available():
         raise SplitcError("learned bottlenecks need PyTorch: pip install 'splitc[train]'")
     import torch
@@ -117,7 +162,13 @@ def fit_learned(samples: list[np.ndarray], k: int, step: float = 0.5, iters: int
     gen = torch.Generator().manual_seed(seed)
     batch = min(len(xt), 16)
     h, w = xt.shape[2:]
-    for _ in range(iters):  # on patches: the layers are convolutions, a 32x32 window trains them as well as the map
+    if tail is not None:
+        xs_t, mean_t, std_t = torch.from_numpy(x), torch.from_numpy(mean).reshape(1, -1, 1, 1), torch.from_numpy(std).reshape(1, -1, 1, 1)
+        with torch.no_grad():
+            teacher = [torch.as_tensor(tail(xs_t[i:i + 1])) for i in range(len(xs_t))]
+            teacher = torch.cat(teacher)
+        batch = min(len(xt), 8)
+    for _ in range(iters if tail is None else 0):  # on patches: the layers are convolutions, a 32x32 window trains them as well as the map
         idx = torch.randint(0, len(xt), (batch,), generator=gen)
         i0 = int(torch.randint(0, max(1, h - PATCH + 1), (1,), generator=gen))
         j0 = int(torch.randint(0, max(1, w - PATCH + 1), (1,), generator=gen))
@@ -126,6 +177,18 @@ def fit_learned(samples: list[np.ndarray], k: int, step: float = 0.5, iters: int
         zs = z.detach().std(dim=(0, 2, 3), keepdim=True) + 1e-6
         z = z + (torch.rand(z.shape, generator=gen) - 0.5) * step * zs
         loss = torch.mean((dec2(torch.relu(dec1(z))) - xb) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    for _ in range(iters if tail is not None else 0):
+        idx = torch.randint(0, len(xt), (batch,), generator=gen)
+        xb = xt[idx]
+        z = enc(xb)
+        zs = z.detach().std(dim=(0, 2, 3), keepdim=True) + 1e-6
+        z = z + (torch.rand(z.shape, generator=gen) - 0.5) * step * zs
+        y = dec2(torch.relu(dec1(z)))
+        loss = _distill_loss(torch, tail(y * std_t + mean_t), teacher[idx]) + 0.1 * torch.mean((y - xb) ** 2)
         opt.zero_grad()
         loss.backward()
         opt.step()

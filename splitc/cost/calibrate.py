@@ -384,7 +384,12 @@ class Calibration:
         sess = _session(_with_outputs(self.model, [name]))
         acts = [sess.run([name], feeds)[0] for feeds in self.fit_set]
         self.progress(f"calibrate: train the bottleneck of {name}")
-        tc = C.fit(self.spec, acts, rank=4)
+        from splitc.cost.bottleneck import tail_module
+
+        tail = tail_module(ir.to_proto(self.model), name)
+        if tail[0] is None:
+            self.progress(f"calibrate: {name}: feature reconstruction, not distillation: {tail[1]}")
+        tc = C.fit(self.spec, acts, rank=4, tail=tail)
         tc.measured_bytes = measured_bytes([C.quantize(x, tc) for x in clean[:4]], tc)
         self.fitted[name] = [tc]
         self.codecs[name] = tc

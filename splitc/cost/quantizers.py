@@ -115,6 +115,7 @@ class TensorCodec:
     encoder: list | None = None  # learned<k>: splitc.cost.bottleneck.Layer list ending the sending part
     decoder: list | None = None  # ... and the one starting the receiving part
     reconstruction_error: float | None = None  # learned<k>: relative MSE on the training activations
+    training: str | None = None  # learned<k>: "distillation" (through the tail) or "reconstruction (why)"
 
     @property
     def bits(self) -> int:
@@ -138,7 +139,8 @@ class TensorCodec:
             out["ans"] = self.ans
         if self.encoder is not None:  # the layers live in the ONNX parts only
             out["learned"] = {"k": int(self.encoder[-1].weight.shape[0]), "channels": int(self.encoder[0].weight.shape[1]),
-                              "reconstruction_error": round(float(self.reconstruction_error), 6)}
+                              "reconstruction_error": round(float(self.reconstruction_error), 6),
+                              "training": self.training}
         return out
 
     def wire_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -235,11 +237,13 @@ def unproject(y: np.ndarray, basis: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return (np.tensordot(basis.T, y, axes=([1], [1])).swapaxes(0, 1) + mean.reshape(shape)).astype(np.float32)
 
 
-def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> TensorCodec:
+def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None, tail=None) -> TensorCodec:
     """Calibrate ``spec`` on activations of one tensor (a list of per-frame arrays, or subsamples that keep axis 1).
     ``rank``: the tensor's rank (default: that of the samples); PCA applies to 4-D tensors only (others fall back to
-    the codec after ``+``)."""
+    the codec after ``+``). ``tail``: learned<k> only, (torch tail module or None, why none) from
+    ``bottleneck.tail_module``: distil through the tail when there is one, else feature reconstruction."""
     rank = samples[0].ndim if rank is None else rank
+    module, why = tail if tail is not None else (None, "no tail given")
     raw = samples
     basis = mean = explained = None
     learned = None
@@ -247,7 +251,8 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
         from splitc.cost import bottleneck
 
         step = float(spec.clip[4:]) if spec.clip.startswith("step") else 0.5
-        learned = bottleneck.fit_learned(samples, spec.learned, step=step)
+        learned = bottleneck.fit_learned(samples, spec.learned, step=step, tail=module,
+                                         **({"iters": 400} if module is not None else {}))
         samples = [bottleneck.run_layers(s, learned[0]) for s in samples]
     if spec.pca is not None and rank == 4 and samples[0].ndim >= 2 and samples[0].shape[1] > 1:
         basis, mean, explained = fit_pca(samples, pca_k(spec, samples[0].shape[1]))
@@ -264,6 +269,7 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None) -> 
     tc = TensorCodec(spec, scale, zp, 1 if per_channel else None, basis=basis, mean=mean, explained=explained)
     if learned is not None:
         tc.encoder, tc.decoder, tc.reconstruction_error = learned
+        tc.training = "distillation" if module is not None else f"reconstruction ({why})"
     if spec.entropy == "ans":
         from splitc.runtimes import ans
 
