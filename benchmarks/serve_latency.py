@@ -21,6 +21,7 @@ T4; this machine is neither), so the comparison is of the network part the plan 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -54,6 +55,18 @@ def start_server(out: Path, host: str, port: int, prefix: list[str] = ()) -> tup
         time.sleep(0.3)
     proc.kill()
     raise SystemExit("splitc serve did not become ready in 90 s")
+
+
+@contextlib.contextmanager
+def served_over_link(out: Path, port: int, shape: bool | None):
+    """``splitc serve OUT`` behind an emulated copy of the plan's first link; yields the Link (stopped on exit)."""
+    ln = json.loads((out / "plan.json").read_text())["links"][0]
+    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
+        proc, _ = start_server(out, link.host, port, link.exec_prefix)
+        try:
+            yield link
+        finally:
+            stop(proc)
 
 
 def stop(proc) -> None:
@@ -104,27 +117,23 @@ def wire_s(ln: dict, payload: float, direction: str, framing: bool = True) -> fl
 def through_link(out: Path, frames: int, port: int, shape: bool | None) -> dict:
     plan = json.loads((out / "plan.json").read_text())
     ln = plan["links"][0]
-    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
-        proc, _ = start_server(out, link.host, port, link.exec_prefix)
-        try:
-            proxy = link.proxy(port)
-            local = SplitModel(out, spinning=False)
-            remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60)
-            feeds = [synthetic_inputs(local.inputs, s) for s in range(4)]
-            for f in feeds[:2]:
-                remote.run(f)
-            rows = []
-            for i in range(frames):
-                t = time.perf_counter()
-                r = remote.run(feeds[i % len(feeds)])
-                e2e = time.perf_counter() - t
-                head = sum(v for k, v in r.seconds.items() if k.startswith("stage"))
-                transfer = wire_s(ln, r.bytes_up, "up") + wire_s(ln, r.bytes_down, "down")
-                bare = wire_s(ln, r.bytes_up, "up", False) + wire_s(ln, r.bytes_down, "down", False)
-                rows.append((e2e, head, r.seconds["server"], r.seconds["round_trip"] - r.seconds["server"], transfer, bare))
-            assert remote.stats.local == 0, remote.stats.lines()
-        finally:
-            stop(proc)
+    with served_over_link(out, port, shape) as link:
+        proxy = link.proxy(port)
+        local = SplitModel(out, spinning=False)
+        remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60)
+        feeds = [synthetic_inputs(local.inputs, s) for s in range(4)]
+        for f in feeds[:2]:
+            remote.run(f)
+        rows = []
+        for i in range(frames):
+            t = time.perf_counter()
+            r = remote.run(feeds[i % len(feeds)])
+            e2e = time.perf_counter() - t
+            head = sum(v for k, v in r.seconds.items() if k.startswith("stage"))
+            transfer = wire_s(ln, r.bytes_up, "up") + wire_s(ln, r.bytes_down, "down")
+            bare = wire_s(ln, r.bytes_up, "up", False) + wire_s(ln, r.bytes_down, "down", False)
+            rows.append((e2e, head, r.seconds["server"], r.seconds["round_trip"] - r.seconds["server"], transfer, bare))
+        assert remote.stats.local == 0, remote.stats.lines()
     a = np.array(rows)
     e2e, head, server, network, transfer, bare = a.T
     pred_one_rtt = head + server + transfer + ln["rtt_s"] + r.seconds.get("encode", 0) + r.seconds.get("decode", 0)
@@ -205,33 +214,29 @@ def bandwidth_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool
     plan = json.loads((out / "plan.json").read_text())
     ln, sweep = plan["links"][0], plan["sweep"]
     want = sweep_choice(sweep, ln["rtt_s"], to_bps, ln["rtt_s"] if to_rtt_s is None else to_rtt_s)
-    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
-        proc, _ = start_server(out, link.host, port, link.exec_prefix)
-        try:
-            proxy = link.proxy(port, at_server=True)  # the client's TCP sees the shaped link (its watchdog reads it)
-            client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0, watchdog=watchdog)
-            feeds = synthetic_inputs(client.models[0].local.inputs, 0)
-            before = [client.run(feeds) for _ in range(frames)]
-            start_plan = client.intervals[client.current]["plan"]
-            link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
-            t0, n = time.monotonic(), 0
-            while client.intervals[client.current]["plan"] != want and n < 60:
-                client.run(feeds)
-                n += 1
-            switched = client.intervals[client.current]["plan"] == want
-            after, alone, probes = [], [], []
-            for i in range(frames):  # on the new plan: its frames, timed; and the same plan in process, alternately
-                t = time.perf_counter()
-                client.run(feeds)
-                after.append(time.perf_counter() - t)
-                if client.last is not client.models[client.current]:
-                    probes.append(i)  # a probe of a server plan (AdaptiveRemote.probe_s), not the new plan's frame
-                t = time.perf_counter()
-                client.models[client.current].local.run(feeds)
-                alone.append(time.perf_counter() - t)
-            client.close()
-        finally:
-            stop(proc)
+    with served_over_link(out, port, shape) as link:
+        proxy = link.proxy(port, at_server=True)  # the client's TCP sees the shaped link (its watchdog reads it)
+        client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0, watchdog=watchdog)
+        feeds = synthetic_inputs(client.models[0].local.inputs, 0)
+        before = [client.run(feeds) for _ in range(frames)]
+        start_plan = client.intervals[client.current]["plan"]
+        link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
+        t0, n = time.monotonic(), 0
+        while client.intervals[client.current]["plan"] != want and n < 60:
+            client.run(feeds)
+            n += 1
+        switched = client.intervals[client.current]["plan"] == want
+        after, alone, probes = [], [], []
+        for i in range(frames):  # on the new plan: its frames, timed; and the same plan in process, alternately
+            t = time.perf_counter()
+            client.run(feeds)
+            after.append(time.perf_counter() - t)
+            if client.last is not client.models[client.current]:
+                probes.append(i)  # a probe of a server plan (AdaptiveRemote.probe_s), not the new plan's frame
+            t = time.perf_counter()
+            client.models[client.current].local.run(feeds)
+            alone.append(time.perf_counter() - t)
+        client.close()
     sw = client.switches[-1] if client.switches else None
     return {"plan": str(out), "from_mbps": ln["up_bps"] / 1e6, "to_mbps": to_bps / 1e6, "to_rtt_ms": (to_rtt_s or ln["rtt_s"]) * 1e3,
             "start_plan": start_plan,
@@ -254,29 +259,25 @@ def stream_drop(out: Path, frames: int, port: int, to_bps: float, shape: bool | 
     plan = json.loads((out / "plan.json").read_text())
     ln, sweep = plan["links"][0], plan["sweep"]
     want = sweep_choice(sweep, ln["rtt_s"], to_bps, ln["rtt_s"] if to_rtt_s is None else to_rtt_s)
-    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
-        proc, _ = start_server(out, link.host, port, link.exec_prefix)
-        try:
-            proxy = link.proxy(port, at_server=True)
-            client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0)
-            feeds = [synthetic_inputs(client.models[0].local.inputs, s % 8) for s in range(3 * frames)]
-            list(client.stream(feeds[:2 * k], inflight=k))  # warm: k connections, sessions
-            t_drop = []
+    with served_over_link(out, port, shape) as link:
+        proxy = link.proxy(port, at_server=True)
+        client = AdaptiveRemote(out, f"http://{proxy.host}:{proxy.port}", timeout=60, probe_s=1.0)
+        feeds = [synthetic_inputs(client.models[0].local.inputs, s % 8) for s in range(3 * frames)]
+        list(client.stream(feeds[:2 * k], inflight=k))  # warm: k connections, sessions
+        t_drop = []
 
-            def camera():
-                for i, f in enumerate(feeds):
-                    if i == frames:
-                        link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
-                        t_drop.append(time.monotonic())
-                    yield f
+        def camera():
+            for i, f in enumerate(feeds):
+                if i == frames:
+                    link.set_rate(to_bps, to_down_bps or to_bps * sweep.get("down_up_ratio", 1.0), to_rtt_s)
+                    t_drop.append(time.monotonic())
+                yield f
 
-            done, ran = [], []
-            for _ in client.stream(camera(), inflight=k):
-                done.append(time.monotonic())
-                ran.append(client.intervals[client.models.index(client.last)]["plan"])
-            client.close()
-        finally:
-            stop(proc)
+        done, ran = [], []
+        for _ in client.stream(camera(), inflight=k):
+            done.append(time.monotonic())
+            ran.append(client.intervals[client.models.index(client.last)]["plan"])
+        client.close()
     sw = [s for s in client.switches if s["t"] >= t_drop[0]]
     first_new = next((i for i, p in enumerate(ran) if i >= frames and p == want), None)
     gaps = np.diff(done) * 1e3
@@ -307,29 +308,25 @@ def stream_rate(out: Path, frames: int, port: int, inflights: list[int], shape: 
     the measured payload sizes at the plan's link rates, as the link mode does for latency."""
     plan = json.loads((out / "plan.json").read_text())
     ln = plan["links"][0]
-    with Link(ln["up_bps"], ln["down_bps"], ln["rtt_s"], shape=shape) as link:
-        proc, _ = start_server(out, link.host, port, link.exec_prefix)
-        try:
-            proxy = link.proxy(port)
-            local = SplitModel(out, spinning=False)
-            feeds = stream_frames(local, frames, images)
-            runs = {}
-            for k in inflights:
-                remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60, inflight=k)
-                list(remote.stream(feeds[:2 * k]))  # warm: k connections open, sessions warm
-                done, results = [], []
-                wire0 = link.wire_bytes()
-                t0 = time.perf_counter()
-                for r in remote.stream(feeds):
-                    done.append(time.perf_counter())
-                    results.append(r)
-                wire = [(b - a) / len(feeds) for a, b in zip(wire0, link.wire_bytes())] if wire0 else None
-                remote.close()
-                assert remote.stats.local == 0, remote.stats.lines()
-                steady = (len(done) - 1) / (done[-1] - done[0])  # between the first and the last answer: the pipeline is full
-                runs[k] = (steady, len(done) / (done[-1] - t0), results, wire)
-        finally:
-            stop(proc)
+    with served_over_link(out, port, shape) as link:
+        proxy = link.proxy(port)
+        local = SplitModel(out, spinning=False)
+        feeds = stream_frames(local, frames, images)
+        runs = {}
+        for k in inflights:
+            remote = RemoteSplitModel(out, f"http://127.0.0.1:{proxy.port}", local=local, timeout=60, inflight=k)
+            list(remote.stream(feeds[:2 * k]))  # warm: k connections open, sessions warm
+            done, results = [], []
+            wire0 = link.wire_bytes()
+            t0 = time.perf_counter()
+            for r in remote.stream(feeds):
+                done.append(time.perf_counter())
+                results.append(r)
+            wire = [(b - a) / len(feeds) for a, b in zip(wire0, link.wire_bytes())] if wire0 else None
+            remote.close()
+            assert remote.stats.local == 0, remote.stats.lines()
+            steady = (len(done) - 1) / (done[-1] - done[0])  # between the first and the last answer: the pipeline is full
+            runs[k] = (steady, len(done) / (done[-1] - t0), results, wire)
     rs = runs[max(inflights)][2]
     def med(xs) -> float:
         return float(np.median(xs))
