@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 pytest.importorskip("kserve", reason="splitc serve needs KServe: pip install 'splitc[serve]'")
 pytest.importorskip("tritonclient.http", reason="the remote client needs tritonclient: pip install 'splitc[remote]'")
 
-from test_serving import ENV, ROOT, free_port, plan_dir  # noqa: F401 - plan_dir: the fixture
+from test_serving import ENV, ROOT, free_port, plan_dir, wait_ready  # noqa: F401 - plan_dir: the fixture
 
 from splitc.compiler import CompileOptions, compile_model
 from splitc.runtimes.adaptive import BandwidthEstimator
@@ -69,12 +68,7 @@ def served_over_link(sweep_dir, **kw):
             client = AdaptiveRemote(sweep_dir, f"http://{proxy.host}:{proxy.port}", timeout=20, backoff=(0.2, 0.5), **kw)
             assert client.intervals[client.current]["plan"] != client.intervals[0]["plan"]
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the server starting
-                try:
-                    urllib.request.urlopen(f"http://{proxy.host}:{proxy.port}/v2/health/ready", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_ready(f"http://{proxy.host}:{proxy.port}", deadline)  # the server starting
             feeds = synthetic_inputs(client.models[0].local.inputs, 0)
             while client.stats.remote < 4 and time.monotonic() < deadline:  # warm: the sessions on both sides
                 client.run(feeds)

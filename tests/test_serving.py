@@ -113,6 +113,16 @@ def server(plan_dir, tmp_path_factory):
     s.stop()
 
 
+def wait_ready(url: str, deadline: float) -> None:
+    """Until ``url``'s /v2/health/ready answers or the monotonic ``deadline`` passes."""
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+
+
 def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
     try:
@@ -652,12 +662,7 @@ def test_a_bandwidth_drop_switches_while_the_frame_is_still_out(plan_dir, tmp_pa
             want = {iv["plan"]: m.local.run(feeds).outputs["logits"] for iv, m in zip(intervals, client.models)}
             server_plan = client.intervals[client.current]["plan"]
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the server starting
-                try:
-                    urllib.request.urlopen(f"http://{proxy.host}:{proxy.port}/v2/health/ready", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_ready(f"http://{proxy.host}:{proxy.port}", deadline)  # the server starting
             while client.stats.remote < 4 and time.monotonic() < deadline:  # warm frames
                 np.testing.assert_array_equal(client.run(feeds).outputs["logits"], want[server_plan])
                 time.sleep(0.05)
