@@ -94,11 +94,11 @@ def _workers(spec: list[str] | None) -> dict[str, str] | None:
 def cmd_run_cluster(args, load_inputs, reference_of) -> int:
     """Run the cluster plan on local worker processes (or ``--workers``) and compare with the original model."""
     from splitc.runtimes.cluster import ClusterRunner
-    from splitc.runtimes.cluster_section import load_section
+    from splitc.runtimes.cluster_section import load_section, read_plan
     from splitc.runtimes.ort import compare_outputs, session, synthetic_inputs
 
-    section, _ = load_section(args.dir)
-    plan = json.loads((Path(args.dir) / "plan.json").read_text())
+    plan = read_plan(args.dir)  # read once, within the plan's limits
+    load_section(args.dir, plan)  # the cluster section checked before any worker starts
     specs = plan["model"]["inputs"]
     samples = [load_inputs(args.input, plan)] if args.input else []
     samples = samples or [synthetic_inputs(specs, seed) for seed in range(max(1, args.samples))]

@@ -20,21 +20,27 @@ MAX_ROWS = 1 << 31
 MAX_SHARE = 1 << 16
 
 
-def load_section(folder: str | Path) -> tuple[dict, list[str]]:
-    """(the "cluster" section of ``folder``/plan.json, the model's output names or []), checked."""
+def read_plan(folder: str | Path) -> dict:
+    """``folder``/plan.json as a JSON object, read within the plan's size and depth limits."""
     path = Path(folder) / "plan.json"
     if not path.is_file():
         raise SplitcError(f"{folder}: no plan.json here; point at a directory written by 'splitc compile --cluster'")
     if path.stat().st_size > MAX_PLAN_BYTES:
         raise SplitcError(f"{path}: more than the {MAX_PLAN_BYTES} bytes a plan may have")
     try:
-        plan = loads(path.read_bytes(), max_bytes=MAX_PLAN_BYTES, max_depth=MAX_DEPTH)
+        return loads(path.read_bytes(), max_bytes=MAX_PLAN_BYTES, max_depth=MAX_DEPTH)
     except JSONLimitError as e:
         raise SplitcError(f"{path}: {e}") from None
+
+
+def load_section(folder: str | Path, plan: dict | None = None) -> tuple[dict, list[str]]:
+    """(the "cluster" section of ``folder``/plan.json, the model's output names or []), checked. ``plan``: that
+    plan.json as :func:`read_plan` gave it, when the caller has it already."""
+    plan = read_plan(folder) if plan is None else plan
     c = _Check(Path(folder))
     c.obj(plan, "the plan")
     if "cluster" not in plan:
-        raise SplitcError(f"{path}: no 'cluster' section; compile with --cluster cluster.toml to run on a cluster")
+        raise SplitcError(f"{Path(folder) / 'plan.json'}: no 'cluster' section; compile with --cluster cluster.toml to run on a cluster")
     outputs = [c.name(c.obj(o, f"model.outputs[{i}]").get("name"), f"model.outputs[{i}].name")
                for i, o in enumerate(c.items(c.obj(plan.get("model", {}), "model").get("outputs", []), "model.outputs"))]
     return check(plan["cluster"], c), outputs
