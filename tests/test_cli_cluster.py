@@ -98,3 +98,14 @@ def test_bad_cluster_files_are_one_line_errors(folder):
 def test_run_with_a_missing_worker_address_is_one_line(folder):
     assert (folder / "out").exists() or splitc("compile", "yolo16.onnx", "--cluster", "fast.toml", "-o", "out", cwd=folder).returncode == 0
     assert_one_line_error(splitc("run", "out", "--workers", "pi/0", cwd=folder), "--workers", code=2)
+
+
+@pytest.mark.parametrize("option", [["--deadline", "5ms"], ["--link", "wifi"], ["--boundary", "int4"], ["--input-norm", "raw-bgr"]])
+def test_two_tier_options_are_refused_not_ignored(folder, option):
+    # the cluster planner reads its objective, deadline, network and boundary from the cluster file: a --deadline it
+    # would not enforce (or a --link it would not use) must be an error, not a plan that silently ignores it
+    out = "ignored" + option[0].replace("-", "_")
+    line = assert_one_line_error(splitc("compile", "yolo16.onnx", "--cluster", "fast.toml", *option, "-o", out, cwd=folder),
+                                 option[0], code=2)
+    assert "cluster" in line
+    assert not (folder / out).exists()

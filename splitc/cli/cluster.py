@@ -42,10 +42,29 @@ def plan_rows(section: dict) -> tuple[list[str], list[list[str]]]:
     return ["devices", "stages (strategy x devices [blocks))", "latency", "fps", "max memory", ""], rows
 
 
+# compile options of the 2-tier planner that a cluster plan does not read: its objective, deadline, network and
+# boundary come from the cluster file, and it sends tensors (no camera-frame codec, no calibrated codecs)
+TWO_TIER_ONLY = ("target", "link", "objective", "deadline", "max_energy", "max_device_memory", "max_cloud_time",
+                 "allow_return", "sweep_bandwidth", "time_limit", "boundary", "bottleneck", "calibrate", "calibrate_norm",
+                 "input_codec", "input_norm", "calibrate_samples", "accuracy_budget", "emit", "device_target", "cloud_target")
+
+
+def reject_two_tier_options(args) -> None:
+    """A one-line error naming the first option given with --cluster that the cluster planner would silently ignore."""
+    from splitc.cli.main import build_parser
+
+    defaults = vars(build_parser().parse_args(["compile", "model.onnx", "-o", "out"]))
+    for dest in TWO_TIER_ONLY:
+        if getattr(args, dest, None) != defaults[dest]:
+            raise SplitcError(f"--{dest.replace('_', '-')} does not apply with --cluster {args.cluster}: the cluster file sets"
+                              " the objective, deadline_ms, [network] and boundary (README: Clusters); drop the option")
+
+
 def cmd_compile_cluster(args) -> int:
     from splitc.compiler import compile_cluster
     from splitc.frontend.load import parse_input_shapes
 
+    reject_two_tier_options(args)
     with progress(not (args.quiet or args.json), ["import", "annotate", "partition", "split", "write"]) as step:
         result = compile_cluster(args.model, args.output, args.cluster, parse_input_shapes(args.input_shape),
                                  force=args.force, progress=step)
