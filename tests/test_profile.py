@@ -306,3 +306,12 @@ def test_typical_kernel_times_add_up_to_a_typical_run():
     trace = [{"cat": "Session", "name": "model_run", "ts": t, "dur": 50} for t in (0, 100, 200)]
     trace += [{"cat": "Node", "name": "conv_kernel_time", "ts": t + 10, "dur": d} for t, d in ((0, 7), (100, 3), (200, 5))]
     assert [dict(r) for r in _kernel_durations(trace, 1)] == [{"conv": pytest.approx(3e-6)}, {"conv": pytest.approx(5e-6)}]
+
+
+def test_cli_profile_names_the_profile_after_its_file_by_default(models, tmp_path):
+    # README: `splitc profile model.onnx -o mine.toml`, then `--target mine.toml,cloud`: --name is optional
+    out = tmp_path / "mine.toml"
+    proc = run_cli("profile", str(models["chain"]), "-o", str(out), "--runs", "1", "--warmup", "0", "--no-calibration", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["name"] == "mine"
+    assert load_target(str(out)).name == "mine"

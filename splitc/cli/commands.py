@@ -508,7 +508,7 @@ def cmd_profile(args) -> int:
     models = [(path, per_model[path]) for path in args.models]
     show = not (args.quiet or args.json)
     with _run_progress(show, len(models) * (settings.warmup + settings.runs)) as tick:  # + calibration, shown apart
-        run = profile_device(models, args.name, settings, description=args.description, calibration=args.calibration,
+        run = profile_device(models, args.name or out.stem, settings, description=args.description, calibration=args.calibration,
                              progress=tick)
     parse_profile(tomllib.loads(run.toml), str(out))  # what we write must load
     output.write_text(out, run.toml)  # a private temp file beside it, then os.replace: whole or not at all

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="measure this machine in onnxruntime and write a device profile (.toml)",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG_PROFILE)
     pr.add_argument("models", nargs="+", metavar="MODEL.onnx", help="models to measure (two or more different ones generalize best)")
-    pr.add_argument("--name", required=True, help="the profile's name, as plans and --target will show it")
+    pr.add_argument("--name", help="the profile's name, as plans and --target will show it (default: the -o file's name:"
+                                   " mine for -o mine.toml)")
     pr.add_argument("-o", "--output", required=True, metavar="FILE.toml", help="where to write the profile")
     pr.add_argument("--input-shape", action="append", metavar="NAME=DxD..",
                     help="fix symbolic input dims: NAME=DxD.. applies to every model that has an input NAME (an error"
