@@ -109,3 +109,18 @@ def test_two_tier_options_are_refused_not_ignored(folder, option):
                                  option[0], code=2)
     assert "cluster" in line
     assert not (folder / out).exists()
+
+
+def test_run_takes_an_npz_batch_and_refuses_images_in_one_line(folder):
+    import numpy as np
+
+    assert (folder / "out").exists() or splitc("compile", "yolo16.onnx", "--cluster", "fast.toml", "-o", "out", cwd=folder).returncode == 0
+    spec = json.loads((folder / "out" / "plan.json").read_text())["model"]["inputs"][0]
+    rng = np.random.default_rng(0)
+    np.savez(folder / "batch.npz", **{spec["name"]: rng.standard_normal((2, *spec["shape"])).astype(np.float32)})
+    r = splitc("run", "out", "--input", "batch.npz", "--json", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["frames"] == 2 and json.loads(r.stdout)["pass"] is True  # both samples, not one
+    (folder / "photos").mkdir(exist_ok=True)
+    (folder / "photos" / "a.png").write_bytes(b"")
+    assert "images" in assert_one_line_error(splitc("run", "out", "--input", "photos", cwd=folder), "--input photos", code=2)

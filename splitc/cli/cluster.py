@@ -110,6 +110,23 @@ def _workers(spec: list[str] | None) -> dict[str, str] | None:
     return workers
 
 
+def _cluster_samples(inputs: list[str], plan: dict, load_inputs) -> list[dict]:
+    """--input for a cluster plan: tensors only (a cluster plan records no image normalization), as .npy, one .npz
+    sample or an .npz batch (samples on axis 0, as for a 2-tier plan)."""
+    from splitc.cli.run_data import _npz_batch
+    from splitc.runtimes.image import IMAGE_EXT
+
+    path = Path(inputs[0])
+    if len(inputs) == 1 and (path.is_dir() or path.suffix.lower() in IMAGE_EXT):
+        raise SplitcError(f"--input {inputs[0]}: a cluster plan takes tensors, not images (it records no image"
+                          " normalization): pass [NAME=]FILE.npy or an .npz batch with samples on axis 0")
+    if len(inputs) == 1 and path.suffix == ".npz" and path.is_file():
+        batch = _npz_batch(path, plan)
+        if batch is not None:
+            return batch
+    return [load_inputs(inputs, plan)]
+
+
 def cmd_run_cluster(args, load_inputs, reference_of) -> int:
     """Run the cluster plan on local worker processes (or ``--workers``) and compare with the original model."""
     from splitc.runtimes.cluster import ClusterRunner
@@ -119,7 +136,7 @@ def cmd_run_cluster(args, load_inputs, reference_of) -> int:
     plan = read_plan(args.dir)  # read once, within the plan's limits
     load_section(args.dir, plan)  # the cluster section checked before any worker starts
     specs = plan["model"]["inputs"]
-    samples = [load_inputs(args.input, plan)] if args.input else []
+    samples = _cluster_samples(args.input, plan, load_inputs) if args.input else []
     samples = samples or [synthetic_inputs(specs, seed) for seed in range(max(1, args.samples))]
     reference = reference_of(args, plan, session)
     workers = _workers(args.workers)
