@@ -51,6 +51,8 @@ def test_help_teaches():
     assert "compile" in proc.stdout and "start with: splitc compile" in proc.stdout
     sub = run_cli("compile", "--help")
     assert "examples:" in sub.stdout and "--input-shape" in sub.stdout and "splitc run out/" in sub.stdout
+    run = " ".join(run_cli("run", "--help").stdout.split())  # --input takes image folders and .npz batches, not only .npy
+    assert "a folder of images" in run and ".npz batch" in run
 
 
 def test_compile_then_run_round_trip(tmp_path):

@@ -151,10 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write DIR/report.html with PNGs: per-node latency and output size, the cut, the baselines, the partitioned graph (default: on)")
 
     r = sub.add_parser("run", help="run head -> boundary -> tail and check against the original model",
-                       epilog="example: splitc run out/ --input x=frame.npy --samples 8")
+                       epilog="examples: splitc run out/ --input photos/ (a verdict on real frames); splitc run out/ --input batch.npz;"
+                              " splitc run out/ --samples 8 (synthetic inputs: runs, no verdict)")
     r.add_argument("dir", help="a directory written by 'splitc compile'")
-    r.add_argument("--input", action="append", metavar="[NAME=]FILE.npy",
-                   help="input tensor(s) as .npy (default: synthetic inputs of the plan's shapes)")
+    r.add_argument("--input", action="append", metavar="DIR|IMAGE|FILE.npz|[NAME=]FILE.npy",
+                   help="real data to judge the plan on: a folder of images or one image (fitted to the input and normalized"
+                        " as plan.json's input_codec says), an .npz batch (one array per input, samples on axis 0), or"
+                        " [NAME=]FILE.npy tensors (repeat per input); default: synthetic N(0,1) inputs of the plan's shapes,"
+                        " which show the parts run but give no accuracy verdict")
     r.add_argument("--model", help="the original model to compare with (default: the path recorded in plan.json)")
     r.add_argument("--no-compare", action="store_true", help="run the parts without comparing with the original model")
     r.add_argument("--samples", type=int, default=4, help="synthetic samples to run when no --input (default: %(default)s)")
