@@ -161,9 +161,10 @@ def test_existing_output_dir_is_left_alone(tmp_path, capsys):
     (out / "keep.txt").unlink()
     out.rmdir()
     assert main(["compile", str(model), "-o", str(out), "-q"]) == 0
-    (out / "keep.txt").write_text("stale")
     assert main(["compile", str(model), "-o", str(out), "--force", "-q"]) == 0  # splitc's own output is replaced
-    assert not (out / "keep.txt").exists() and (out / "plan.json").is_file()
+    (out / "keep.txt").write_text("mine")  # ... but not a file a user put in it (tests/test_force.py)
+    assert main(["compile", str(model), "-o", str(out), "--force", "-q"]) == 2
+    assert "keep.txt" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):

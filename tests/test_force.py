@@ -144,6 +144,22 @@ def test_force_replaces_a_directory_splitc_wrote(tmp_path, chain_model):
 # -- interrupted and failed writes ------------------------------------------------------------------------------
 
 
+def test_force_keeps_a_splitc_output_holding_a_users_file(tmp_path, chain_model, capsys):
+    # a user's notes dropped into a compiled folder: --force would have deleted them with the folder
+    out = compiled(chain_model, tmp_path / "out")
+    (out / "sub").mkdir()
+    (out / "sub" / "notes.txt").write_text("precious")
+    before = snapshot(out)
+    assert main(["compile", str(chain_model), "-o", str(out), "--force", "-q", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "sub/notes.txt" in err and "did not write" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(out) == before and leftovers(tmp_path) == []
+    # what splitc writes stays replaceable: the report, and a sweep's plans/<i>/ named by their own plan.json
+    sweep = ["compile", str(chain_model), "-o", str(tmp_path / "sweep"), "-q", "--sweep-bandwidth", "0.5:200Mbps"]
+    assert main(sweep) == 0 and (tmp_path / "sweep" / "plans").is_dir() and (tmp_path / "sweep" / "report.html").is_file()
+    assert main([*sweep, "--force"]) == 0
+
+
 def test_a_directory_that_cannot_be_renamed_is_one_line_and_leaves_nothing(tmp_path, chain_model, monkeypatch, capsys):
     out = compiled(chain_model, tmp_path / "out")
     before = snapshot(out)

@@ -95,12 +95,57 @@ def check_replaceable(out: str | Path, force: bool, keep: Iterable[str | Path] =
     if schema != SCHEMA:
         raise SplitcError(f"-o {given}: not an output of splitc (no plan.json with schema {SCHEMA}); --force will not replace"
                           " it: remove it yourself or choose another -o directory")
+    foreign = foreign_files(out)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise SplitcError(f"-o {given}: holds {foreign[0]}{more}, which splitc did not write; --force will not delete it:"
+                          " move it out or choose another -o directory")
     for path in keep:
         if Path(path).resolve().is_relative_to(out):
             raise SplitcError(f"-o {given}: holds the input {path}; --force will not replace it: choose another -o directory")
     if Path.cwd().resolve().is_relative_to(out):
         raise SplitcError(f"-o {given}: is or holds the current directory; --force will not replace it: choose another -o directory")
     return out
+
+
+# files every output may hold besides those its plan.json names (the report, written unless --no-report)
+OWN_FILES = frozenset({"plan.json", "report.html", "report_layers.png", "report_graph.png"})
+
+
+def _plan_strings(plan: Path) -> set[str]:
+    """Every string value in ``plan`` (the artifact, part and library paths among them); empty when unreadable."""
+    try:
+        data = json.loads(plan.read_text())
+    except (OSError, ValueError):
+        return set()
+    found, stack = set(), [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.add(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def foreign_files(out: Path) -> list[str]:
+    """Files under ``out`` that no plan.json there names (relative to its own folder: a sweep's ``plans/<i>/``)
+    and that are not :data:`OWN_FILES`: a user's files, which ``--force`` must not delete. Links count as files."""
+    foreign: list[str] = []
+
+    def walk(folder: Path, root: Path, named: set[str]) -> None:
+        if (folder / "plan.json").is_file() and not (folder / "plan.json").is_symlink():
+            root, named = folder, _plan_strings(folder / "plan.json") | OWN_FILES
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                walk(entry, root, named)
+            elif entry.relative_to(root).as_posix() not in named:
+                foreign.append(entry.relative_to(out).as_posix())
+
+    walk(out, out, set())
+    return foreign
 
 
 def make_temp_dir(out: Path) -> Path:
