@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         " (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (written whole or not at all)")
     c.add_argument("--force", action="store_true",
-                   help="replace DIR if splitc wrote it (its plan.json) and it holds neither the model nor the current"
-                        " directory; anything else (a symlink, a file, another folder) is refused")
+                   help="replace DIR if splitc wrote it (its plan.json) and it holds neither the model, the current"
+                        " directory nor a file splitc did not write; anything else (a symlink, a file, another folder) is refused")
     c.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of tables")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
     c.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
