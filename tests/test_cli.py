@@ -69,6 +69,24 @@ def test_compile_then_run_round_trip(tmp_path):
     assert all(o["max_abs_error"] <= 1e-5 for o in report["outputs"])
 
 
+def test_a_device_only_plan_is_checked_as_lossless_whatever_the_boundary(tmp_path, capsys):
+    # nothing crosses a 1 kbit/s link, so the int8 boundary is never used: the head is the model and must match it;
+    # judged by the lossy budget, a drifted head (a weight off by 1e-3) passed as "cosine >= 0.99"
+    model = small_cnn(tmp_path / "cnn.onnx")
+    out = tmp_path / "out"
+    assert main(["compile", str(model), "--link", "up=1kbps,down=1kbps,rtt=1s", "-o", str(out), "-q", "--no-report"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["boundary_codec"] == "int8" and plan["boundary"] == []
+    assert main(["run", str(out), "--samples", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pass"] is True
+    head = onnx.load(str(out / plan["artifacts"]["rpi4"]))
+    w = head.graph.initializer[0]
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) + np.float32(1e-3), w.name))
+    onnx.save(head, str(out / plan["artifacts"]["rpi4"]))
+    assert main(["run", str(out), "--samples", "2", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["pass"] is False
+
+
 def test_json_summary_is_machine_readable(tmp_path, capsys):
     model = small_cnn(tmp_path / "cnn.onnx")
     assert main(["compile", str(model), "-o", str(tmp_path / "o"), "--json"]) == 0

@@ -5,7 +5,8 @@ Data: ``--input images/`` (a folder of images: every image a frame, fitted to th
 batch (one array per input, samples on axis 0), or the single-sample ``.npy``/``.npz`` forms. Without ``--input`` the
 parts run on synthetic inputs, which tell whether they run, not how accurate the plan is: no verdict is given then.
 
-Verdict: a lossless plan (``--boundary fp32`` and no image codec) must reproduce the original within a tolerance; a
+Verdict: a lossless plan (``--boundary fp32`` and no image codec, or nothing but raw tensors crossing: :func:`lossless`)
+must reproduce the original within a tolerance; a
 lossy one is judged by the plan's own budget (``accuracy.budget``: top-1 agreement and/or mean cosine over the samples,
 ``splitc.runtimes.accuracy``), the metric it was compiled for.
 """
@@ -76,7 +77,12 @@ def _npz_batch(path: Path, plan: dict) -> list[dict] | None:
 
 
 def lossless(plan: dict) -> bool:
-    return plan.get("boundary_codec") == "fp32" and not any(r.get("codec") not in (None, "raw") for r in plan.get("input_codec") or [])
+    """Whether the split must reproduce the original: ``--boundary fp32`` with no image codec, or, whatever
+    ``--boundary`` says, a plan that sends every crossing tensor as it is (``raw``: a device-only plan, token ids
+    and results), which a lossy budget would let drift unnoticed."""
+    if plan.get("boundary_codec") == "fp32" and not any(r.get("codec") not in (None, "raw") for r in plan.get("input_codec") or []):
+        return True
+    return all(str(b.get("codec", "")).split("+")[0] == "raw" and "quant" not in b for b in plan.get("boundary") or [])
 
 
 def verdict(plan: dict, refs: list[list[np.ndarray]], gots: list[list[np.ndarray]], real: bool) -> dict:
