@@ -298,3 +298,17 @@ def test_stream_mode_delta_codes_hops_without_changing_results(tmp_path, capsys)
             assert np.array_equal(a.outputs[name], b.outputs[name])
     assert main(["run", str(out), "--stream", "--samples", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pass"] is True
+
+
+def test_run_samples_is_bounded_one_line(tmp_path, capsys):
+    # --samples 100000000 made every synthetic sample up front and the OOM killer ended the run (24 GB on MobileNetV2);
+    # --samples 0 silently ran one
+    model = small_cnn(tmp_path / "cnn.onnx")
+    out = tmp_path / "out"
+    assert main(["compile", str(model), "-o", str(out), "-q", "--no-report"]) == 0
+    for n in ("0", "100000000"):
+        assert main(["run", str(out), "--samples", n]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"splitc: error: --samples {n}: give 1 to ") and len(err.splitlines()) == 1
+    assert main(["run", str(out), "--samples", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3

@@ -129,6 +129,7 @@ def _cluster_samples(inputs: list[str], plan: dict, load_inputs) -> list[dict]:
 
 def cmd_run_cluster(args, load_inputs, reference_of) -> int:
     """Run the cluster plan on local worker processes (or ``--workers``) and compare with the original model."""
+    from splitc.cli.run_data import synthetic_count
     from splitc.runtimes.cluster import ClusterRunner
     from splitc.runtimes.cluster_section import load_section, read_plan
     from splitc.runtimes.ort import compare_outputs, session, synthetic_inputs
@@ -137,7 +138,7 @@ def cmd_run_cluster(args, load_inputs, reference_of) -> int:
     load_section(args.dir, plan)  # the cluster section checked before any worker starts
     specs = plan["model"]["inputs"]
     samples = _cluster_samples(args.input, plan, load_inputs) if args.input else []
-    samples = samples or [synthetic_inputs(specs, seed) for seed in range(max(1, args.samples))]
+    samples = samples or [synthetic_inputs(specs, seed) for seed in range(synthetic_count(args.samples, specs))]
     reference = reference_of(args, plan, session)
     workers = _workers(args.workers)
     t0 = time.perf_counter()

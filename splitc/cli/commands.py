@@ -235,11 +235,11 @@ def cmd_run(args) -> int:
     model = SplitModel(args.dir, optimization=args.optimization, runtime=args.runtime)
     versus = SplitModel(args.dir, optimization=args.optimization) if args.runtime == "tvm" else None  # TVM vs onnxruntime
     plan = model.plan
-    from splitc.cli.run_data import lossless as is_lossless, run_samples, verdict
+    from splitc.cli.run_data import lossless as is_lossless, run_samples, synthetic_count, verdict
 
     samples, frames = run_samples(args.input, model, _load_inputs)  # image folders, .npz batches, .npy (cli/run_data.py)
     real = bool(samples)
-    samples = samples or [synthetic_inputs(model.inputs, seed) for seed in range(max(1, args.samples))]
+    samples = samples or [synthetic_inputs(model.inputs, seed) for seed in range(synthetic_count(args.samples, model.inputs))]
     if args.stream:  # successive frames: with synthetic inputs, a sliding "video" (each frame shifted one step)
         model.stream()
         if not args.input:

@@ -76,6 +76,22 @@ def _npz_batch(path: Path, plan: dict) -> list[dict] | None:
             for k in range(n)]
 
 
+SYNTHETIC_BYTES = 1 << 30  # all synthetic samples are made up front: at most 1 GiB of inputs
+
+
+def synthetic_count(n: int, specs: list[dict]) -> int:
+    """``--samples n`` checked: at least 1, and at most as many as fit in :data:`SYNTHETIC_BYTES` of inputs (a huge
+    count ran the machine out of memory); a one-line error naming the largest count otherwise."""
+    from splitc.runtimes.ort import numpy_dtype
+
+    frame = sum(int(np.prod(s["shape"], dtype=np.int64)) * numpy_dtype(s["dtype"]).itemsize for s in specs) or 1
+    most = max(1, SYNTHETIC_BYTES // frame)
+    if not 1 <= n <= most:
+        raise SplitcError(f"--samples {n}: give 1 to {most} synthetic samples ({frame:,} B of inputs each; they show the"
+                          " parts run, not how accurate they are: for that pass --input images/ or an .npz batch)")
+    return n
+
+
 def lossless(plan: dict) -> bool:
     """Whether the split must reproduce the original: ``--boundary fp32`` with no image codec, or, whatever
     ``--boundary`` says, a plan that sends every crossing tensor as it is (``raw``: a device-only plan, token ids
