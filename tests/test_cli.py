@@ -214,6 +214,10 @@ def test_run_errors_are_one_line(tmp_path, capsys):
     assert "compiled for [1, 3, 32, 32]" in capsys.readouterr().err
     np.save(tmp_path / "x.npy", np.ones((1, 3, 32, 32), np.float32))
     assert main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}"]) == 0
+    (tmp_path / "notes.txt").write_text("a text file\n")  # np.load called it "pickled (object) data"
+    assert main(["run", str(out), "--input", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "pickle" not in err and "give an image" in err and len(err.strip().splitlines()) == 1
 
 
 def test_run_detects_a_changed_original(tmp_path, capsys):

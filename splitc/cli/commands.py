@@ -128,7 +128,11 @@ def _read_arrays(spec: str, file: str):
         with loaded:
             return {key: loaded[key] for key in loaded.files}
     except unreadable as e:
-        raise SplitcError(f"--input {spec}: cannot read {file} as .npy or .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "pickle" in why:  # np.load's guess for any file that is not .npy/.npz: a text file is not "pickled data"
+            why = "neither format"
+        raise SplitcError(f"--input {spec}: cannot read {file} as .npy or .npz ({why}); give an image, an image folder,"
+                          " an .npz batch or [NAME=]FILE.npy") from None
 
 
 def _load_inputs(specs: list[str], plan: dict) -> dict[str, np.ndarray]:
