@@ -27,7 +27,7 @@ from splitc.errors import SplitcError, SplitcWarning
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 from splitc.frontend.passes.replicable import is_replicable
-from splitc.runtimes.ans import AnsModel, FittedTables, available as ans_available
+from splitc.runtimes.ans import AnsModel, FittedTables, available as ans_available, fit_tables
 from splitc.runtimes.image import IMAGE_EXT, fit_frame, image_spec, parse_norm
 from splitc.runtimes.wire import encode, payload_size
 
@@ -360,7 +360,7 @@ class Calibration:
         learn = self.spec.learned is not None
         if not todo or (self.spec.kind == "static" and not self.budget and not learn):
             self.verified.update(todo)
-            return False
+            return self._fit_context(todo)
         for chunk in self._chunks(todo):
             sess = _session(_with_outputs(self.model, chunk))
             clean = {n: [] for n in chunk}
@@ -376,7 +376,33 @@ class Calibration:
                 if self.budget or self.spec.kind == "auto":
                     self._choose(n, values)
                 self.verified.add(n)
+        self._fit_context(todo)
         return True
+
+    def _fit_context(self, names: list[str]) -> bool:
+        """Refit the ans tables of the tensors of ``names`` the plan sends as 4-D maps on whole maps of the fitting
+        samples (the first fit saw scattered positions), so that a sparse map's zeros are coded with their
+        neighbours as context where that pays (splitc.runtimes.ans_context), and re-measure their payloads. Coding is
+        lossless: the accuracy checked stays. True if a price changed (the compiler re-solves)."""
+        todo = [n for n in names if n in self.codecs and self.ranks[n] == 4 and self.codecs[n].ans is not None
+                and self.codecs[n].axis is not None and self.codecs[n].encoder is None and ans_available()]
+        changed = False
+        for chunk in self._chunks(todo, limit=64 << 20):
+            sess = _session(_with_outputs(self.model, chunk))
+            fit = {n: [] for n in chunk}
+            for i, feeds in enumerate(self.fit_set):
+                self.progress(f"calibrate: context tables {i + 1}/{len(self.fit_set)}")
+                for n, x in zip(chunk, sess.run(chunk, feeds)):
+                    fit[n].append(C.quantize(x, self.codecs[n]))
+            check = [dict(zip(chunk, sess.run(chunk, feeds))) for feeds in self.eval_set[:4]]
+            for n in chunk:
+                tc = self.codecs[n]
+                tables = fit_tables(np.concatenate(fit.pop(n), axis=0), 1 << tc.bits, per_channel=True, zero=tc.zero_point)
+                if "significance" in tables:
+                    tc.ans = tables
+                    tc.measured_bytes = measured_bytes([C.quantize(c[n], tc) for c in check], tc)
+                    changed = True
+        return changed
 
     def _train(self, name: str, clean: list[np.ndarray]) -> None:
         """learned<k>: train the bottleneck of ``name`` on its whole activations over the fitting samples (a tensor

@@ -274,6 +274,10 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None, tai
         from splitc.runtimes import ans
 
         as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)
+        if rank == 4 and tc.axis is not None and all(np.ndim(s) == 4 for s in raw):  # whole maps: the significance
+            q4 = np.concatenate([quantize(np.asarray(s), tc) for s in raw], axis=0)  # context may pay (ans_context)
+            tc.ans = ans.fit_tables(q4, 1 << spec.bits, per_channel=True, zero=tc.zero_point)
+            return tc
         if tc.basis is None and tc.encoder is None:  # elementwise: one quantize of all the samples
             q = quantize(np.concatenate([as3(np.asarray(s)) for s in raw], axis=2), tc)
         else:  # PCA / learned: k channels

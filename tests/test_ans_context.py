@@ -1,0 +1,136 @@
+"""The significance-context ans model (splitc/runtimes/ans_context.py): lossless, smaller on patchy sparse maps,
+not used where it does not pay, validated like any plan entry, and reached by compile -> run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from splitc.runtimes import ans
+from splitc.runtimes import ans_context as sig
+
+pytestmark = pytest.mark.skipif(not ans.available(), reason="constriction is not installed")
+
+
+def patchy(n, c=6, h=7, w=9, seed=0):
+    """Post-ReLU-like symbols: zero in 2x2 patches, some channels off for a whole frame, zero point 3 in channel 1."""
+    rng = np.random.default_rng(seed)
+    on = np.kron(rng.random((n, c, (h + 1) // 2, (w + 1) // 2)) < 0.45, np.ones((2, 2)))[:, :, :h, :w]
+    on *= rng.random((n, c, 1, 1)) < 0.8
+    q = np.where(on > 0, 1 + np.minimum(rng.geometric(0.3, size=on.shape), 40), 0)
+    zero = np.zeros(c, np.uint8)
+    zero[1] = 3
+    q = np.where(q == 0, zero.reshape(1, -1, 1, 1), q + 3 * (np.arange(c) == 1).reshape(1, -1, 1, 1))
+    return q.astype(np.uint8), zero
+
+
+def test_context_is_lossless_and_smaller_on_patchy_maps():
+    q, zero = patchy(60)
+    entry = json.loads(json.dumps(ans.fit_tables(q[:40], 256, True, zero=zero)))  # as a plan carries it
+    assert "significance" in entry and entry["significance"]["zero"][1] == 3
+    plain = ans.AnsModel(json.loads(json.dumps(ans.fit_tables(q[:40], 256, True))))
+    model = ans.AnsModel(entry)
+    held = q[40:]
+    ctx_bytes = sum(len(model.encode(held[i:i + 1])) for i in range(len(held)))
+    plain_bytes = sum(len(plain.encode(held[i:i + 1])) for i in range(len(held)))
+    assert ctx_bytes < 0.93 * plain_bytes  # patches: a zero next to zeros is cheap
+    for k in (1, 3):  # one frame and a batch
+        blob = model.encode(held[:k])
+        assert np.array_equal(model.decode(blob, held[:k].shape), held[:k])
+        assert abs(model.coded_bytes(held[:k]) - len(blob)) <= 8  # priced as coded
+
+
+def test_contexts_read_the_left_and_upper_neighbours():
+    z = np.zeros((1, 1, 2, 3), bool)
+    z[0, 0, 0, 1] = True  # one zero at (0, 1)
+    ctx = sig.contexts(z)[0, 0]
+    # k = 2 x left_zero + above_zero; outside the map counts as zero
+    assert ctx.tolist() == [[3, 1, 3], [2, 1, 0]]
+
+
+def test_dense_maps_keep_the_plain_tables():
+    rng = np.random.default_rng(1)
+    q = rng.integers(0, 40, size=(30, 4, 8, 8)).astype(np.uint8)  # iid: neighbours say nothing
+    entry = ans.fit_tables(q, 256, True, zero=np.full(4, 20, np.uint8))
+    assert "significance" not in entry
+    assert "significance" not in ans.fit_tables(patchy(30)[0], 256, True)  # no zero symbols given: plain
+
+
+@pytest.mark.parametrize("bad", [
+    {"zero": [0, 0], "counts": [[[1, 1]] * 4] * 6},  # too few zero symbols
+    {"zero": [0] * 6, "counts": [[[1, -1]] * 4] * 6},  # negative count
+    {"zero": [300] + [0] * 5, "counts": [[[1, 1]] * 4] * 6},  # zero symbol outside the alphabet
+    {"zero": [0] * 6, "counts": [[[1, 1]] * 3] * 6},  # three contexts
+    {"zero": [0.5] * 6, "counts": [[[1, 1]] * 4] * 6},  # not whole numbers
+    "nope",
+])
+def test_untrusted_significance_is_rejected(bad):
+    q, zero = patchy(10)
+    entry = json.loads(json.dumps(ans.fit_tables(q, 256, True, zero=zero)))
+    entry["significance"] = bad
+    with pytest.raises(ans.AnsError):
+        ans.AnsModel(entry)
+
+
+def test_wrong_shape_and_corrupt_data_are_errors():
+    q, zero = patchy(20)
+    model = ans.AnsModel(json.loads(json.dumps(ans.fit_tables(q, 256, True, zero=zero))))
+    blob = model.encode(q[:1])
+    with pytest.raises(ans.AnsError):
+        model.decode(blob, (1, 6, 63))  # not a map
+    with pytest.raises(ans.AnsError):
+        model.encode(q[:1, :5])  # other channel count
+    with pytest.raises(ans.AnsError):
+        model.decode(blob[:-3], q[:1].shape)  # not whole words
+    try:  # cut short: an error or other symbols, never a crash or a hang
+        out = model.decode(blob[:4], q[:1].shape)
+        assert out.shape == q[:1].shape
+    except ans.AnsError:
+        pass
+
+
+def test_quantizer_fit_on_whole_maps_uses_the_context():
+    from splitc.cost import quantizers as C
+
+    rng = np.random.default_rng(2)
+    on = np.kron(rng.random((24, 8, 4, 4)) < 0.4, np.ones((2, 2)))
+    maps = [np.maximum(rng.normal(1.0, 1.0, size=(1, 8, 8, 8)), 0).astype(np.float32) * on[i:i + 1] for i in range(24)]
+    tc = C.fit(C.parse_codec("int8-channel-step0.5+ans"), maps, rank=4)
+    assert "significance" in tc.ans
+    sub = [np.moveaxis(m, 1, 0).reshape(8, -1)[None] for m in maps]  # scattered positions: no neighbours
+    assert "significance" not in C.fit(C.parse_codec("int8-channel-step0.5+ans"), sub, rank=4).ans
+    q = C.quantize(maps[0], tc)
+    model = ans.AnsModel(json.loads(json.dumps(tc.ans)))
+    assert np.array_equal(model.decode(model.encode(q), q.shape), q)
+
+
+def test_calibration_refits_a_sent_sparse_map_with_context_and_reprices_it(tmp_path):
+    """The first fit sees scattered positions (no neighbours); once a plan sends the map, verify refits its tables on
+    whole maps of the fitting samples, keeps the context, and prices the payload lower (what the coder writes)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from splitc.cost import quantizers as C
+    from splitc.cost.calibrate import Calibration, measured_bytes
+    from splitc.compiler import import_model
+
+    w = np.random.default_rng(3).standard_normal((8, 8, 1, 1)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    model = import_model(tmp_path / "m.onnx")
+    rng = np.random.default_rng(4)
+    samples = [{"x": (np.kron(rng.standard_normal((1, 8, 4, 4)), np.ones((4, 4)))
+                      + 0.3 * rng.standard_normal((1, 8, 16, 16))).astype(np.float32)} for _ in range(12)]
+    cal = Calibration(model, C.parse_codec("int8-channel-step0.25+ans"), samples, {})
+    before = cal.codecs["r"].measured_bytes
+    assert "significance" not in cal.codecs["r"].ans
+    assert cal.verify(["r"]) is True  # a price changed: the compiler re-solves
+    tc = cal.codecs["r"]
+    assert "significance" in tc.ans and tc.measured_bytes < 0.95 * before
+    frames = [np.maximum(s["x"], 0) for s in cal.eval_set[:4]]
+    assert tc.measured_bytes == measured_bytes([C.quantize(f, tc) for f in frames], tc)
+    assert cal.verify(["r"]) is False  # once
