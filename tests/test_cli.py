@@ -316,3 +316,6 @@ def test_run_samples_is_bounded_one_line(tmp_path, capsys):
         assert err.startswith(f"splitc: error: --samples {n}: give 1 to ") and len(err.splitlines()) == 1
     assert main(["run", str(out), "--samples", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == 3
+    assert main(["run", str(out), "--samples", "3"]) == 0
+    table = capsys.readouterr().out  # the column is the worst sample's cosine, beside a mean cosine in the budget line
+    assert "worst cosine" in table and "over 3 sample(s)" in " ".join(table.split())

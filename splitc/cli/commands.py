@@ -324,7 +324,7 @@ def cmd_run(args) -> int:
     rows = [[o["name"], f"{o['max_abs_error']:.3g}", f"{o['cosine']:.6f}",
              "-" if o["top1_agreement"] is None else f"{o['top1_agreement'] * 100:.1f}%",
              "-" if o["pass"] is None else "PASS" if o["pass"] else "FAIL"] for o in report["outputs"]]
-    print_table(f"split vs original ({rule})", ["output", "max abs err", "cosine", "top-1 agree", "check"], rows, {1, 2, 3})
+    print_table(f"split vs original ({rule}; over {len(samples)} sample(s))", ["output", "max abs err", "worst cosine", "top-1 agree", "check"], rows, {1, 2, 3})
     if "accuracy" in report:
         a = report["accuracy"]
         need = ", ".join(f"{k} >= {v:g}" for k, v in a["budget"].items())
