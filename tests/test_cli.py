@@ -301,7 +301,7 @@ def test_stream_mode_delta_codes_hops_without_changing_results(tmp_path, capsys)
         for name in a.outputs:
             assert np.array_equal(a.outputs[name], b.outputs[name])
     assert main(["run", str(out), "--stream", "--samples", "5", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["pass"] is True
+    assert json.loads(capsys.readouterr().out)["pass"] is None  # an int8 cut on synthetic inputs: it runs, no verdict
 
 
 def test_run_samples_is_bounded_one_line(tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_cli_compile_and_run_int4_channel(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(out), "--samples", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["pass"] and report["bytes_up"] < 12 * 28 * 28 // 2 + 200
+    assert report["pass"] is None and report["bytes_up"] < 12 * 28 * 28 // 2 + 200  # lossy on synthetic inputs: no verdict
 
 
 def test_delta_encoder_sends_a_key_frame_when_the_delta_codes_larger():
