@@ -95,10 +95,11 @@ def test_quantizer_fit_on_whole_maps_uses_the_context():
     rng = np.random.default_rng(2)
     on = np.kron(rng.random((24, 8, 4, 4)) < 0.4, np.ones((2, 2)))
     maps = [np.maximum(rng.normal(1.0, 1.0, size=(1, 8, 8, 8)), 0).astype(np.float32) * on[i:i + 1] for i in range(24)]
-    tc = C.fit(C.parse_codec("int8-channel-step0.5+ans"), maps, rank=4)
-    assert "significance" in tc.ans
+    tc = C.fit(C.parse_codec("int8-channel-step0.5+ctx"), maps, rank=4)
+    assert "significance" in tc.ans and tc.name == "int8-channel-step0.5+ctx"
+    assert "significance" not in C.fit(C.parse_codec("int8-channel-step0.5+ans"), maps, rank=4).ans
     sub = [np.moveaxis(m, 1, 0).reshape(8, -1)[None] for m in maps]  # scattered positions: no neighbours
-    assert "significance" not in C.fit(C.parse_codec("int8-channel-step0.5+ans"), sub, rank=4).ans
+    assert "significance" not in C.fit(C.parse_codec("int8-channel-step0.5+ctx"), sub, rank=4).ans
     q = C.quantize(maps[0], tc)
     model = ans.AnsModel(json.loads(json.dumps(tc.ans)))
     assert np.array_equal(model.decode(model.encode(q), q.shape), q)
@@ -125,7 +126,7 @@ def test_calibration_refits_a_sent_sparse_map_with_context_and_reprices_it(tmp_p
     rng = np.random.default_rng(4)
     samples = [{"x": (np.kron(rng.standard_normal((1, 8, 4, 4)), np.ones((4, 4)))
                       + 0.3 * rng.standard_normal((1, 8, 16, 16))).astype(np.float32)} for _ in range(12)]
-    cal = Calibration(model, C.parse_codec("int8-channel-step0.25+ans"), samples, {})
+    cal = Calibration(model, C.parse_codec("int8-channel-step0.25+ctx"), samples, {})
     before = cal.codecs["r"].measured_bytes
     assert "significance" not in cal.codecs["r"].ans
     assert cal.verify(["r"]) is True  # a price changed: the compiler re-solves
@@ -134,3 +135,21 @@ def test_calibration_refits_a_sent_sparse_map_with_context_and_reprices_it(tmp_p
     frames = [np.maximum(s["x"], 0) for s in cal.eval_set[:4]]
     assert tc.measured_bytes == measured_bytes([C.quantize(f, tc) for f in frames], tc)
     assert cal.verify(["r"]) is False  # once
+    assert tc.coder_factor[0] >= 1.0 and tc.coder_factor[1] >= 1.0  # priced: never cheaper than the plain coder
+    plain = Calibration(model, C.parse_codec("int8-channel-step0.25+ans"), samples, {})
+    plain.verify(["r"])  # +ans keeps the fast plain tables
+    assert "significance" not in plain.codecs["r"].ans and plain.codecs["r"].coder_factor == (1.0, 1.0)
+
+
+def test_the_cost_graph_prices_a_slower_coder_by_its_factor():
+    from splitc.cost.targets import Link
+    from splitc.partition.costgraph import CNode, CostGraph, CTensor, _hop_vectors
+
+    fast = CTensor("a", 0, (1,), False, 4000, 500)
+    slow = CTensor("b", 0, (1,), False, 4000, 500, coder_factor=(3.0, 2.0))
+    cg = CostGraph(("dev", "cloud"), (CNode("n0", "Conv", (1.0, 0.1)), CNode("n1", "Conv", (1.0, 0.1))), (fast, slow),
+                   Link("l", 8e6, 8e6, 0.01), (1e6, 1e6), (2e6, 2e6))
+    (ea, _, da), (eb, _, db) = cg.hop_parts(fast, 0, True), cg.hop_parts(slow, 0, True)
+    assert (ea, da) == pytest.approx((4000 / 1e6, 4000 / 2e6)) and (eb, db) == pytest.approx((3 * ea, 2 * da))
+    enc, _, dec = _hop_vectors(cg, 0, True)  # the vectorized pricing the solvers read agrees
+    assert enc.tolist() == pytest.approx([ea, eb]) and dec.tolist() == pytest.approx([da, db])

@@ -108,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix an input's symbolic dims, e.g. x=1x3x640x640 (repeat, or separate by commas)")
     c.add_argument("--boundary", default="int8", metavar="CODEC",
                    help="codec for tensors crossing the cut: int8 (per-frame range + zstd), fp32 (lossless), a calibrated"
-                        " int<8|4|2>[-channel][-static][-mse|-pct|-minmax][+lz4] (e.g. int4-channel), or auto (per tensor, the"
-                        " smallest codec meeting --accuracy-budget) (default: %(default)s)")
+                        " int<8|4|2>[-channel][-static][-mse|-pct|-minmax|-step<f>][+zstd|+lz4|+ans|+ctx] (e.g. int4-channel;"
+                        " int8-channel-step0.5+ans: uniform steps of 0.5 x each channel's std, ANS-coded with per-channel tables;"
+                        " +ctx: ANS that also codes a sparse map's zeros with their neighbours as context, smaller on post-ReLU"
+                        " maps, slower to code, priced as measured), or auto (per tensor, the smallest codec meeting"
+                        " --accuracy-budget) (default: %(default)s)")
     c.add_argument("--bottleneck", metavar="learned[:C]",
                    help="a trained bottleneck on every 4-D tensor that crosses: a 3x3 Conv to C channels (default 16) ends the"
                         " sending part, a decoder starts the receiving one; the code is quantized with --boundary when it is a"

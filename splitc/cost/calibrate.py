@@ -253,6 +253,26 @@ def measured_bytes(q_frames: list[np.ndarray], tc: C.TensorCodec) -> int:
     return int(round(float(np.mean([len(payload(q, tc, models)) for q in q_frames]))))
 
 
+def coder_factor(plain: AnsModel, context: AnsModel, frames: list[np.ndarray], reps: int = 3) -> tuple[float, float]:
+    """(encode, decode) time of the context coder over the plain one on ``frames``, measured here (best of ``reps``),
+    at least 1: the plan prices the context coder at the device's codec rate over these."""
+    import time
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return max(min(times), 1e-9)
+
+    blobs = [(plain.encode(f), context.encode(f)) for f in frames]
+    enc = best(lambda: [context.encode(f) for f in frames]) / best(lambda: [plain.encode(f) for f in frames])
+    dec = (best(lambda: [context.decode(b, f.shape) for f, (_, b) in zip(frames, blobs)])
+           / best(lambda: [plain.decode(b, f.shape) for f, (b, _) in zip(frames, blobs)]))
+    return float(min(max(enc, 1.0), 100.0)), float(min(max(dec, 1.0), 100.0))
+
+
 def never_crosses(v: ir.Value) -> bool:
     """Read only by an activation or batch norm fused into its producer's kernel: the pair shares a tier."""
     cons = v.consumers()
@@ -384,8 +404,9 @@ class Calibration:
         samples (the first fit saw scattered positions), so that a sparse map's zeros are coded with their
         neighbours as context where that pays (splitc.runtimes.ans_context), and re-measure their payloads. Coding is
         lossless: the accuracy checked stays. True if a price changed (the compiler re-solves)."""
-        todo = [n for n in names if n in self.codecs and self.ranks[n] == 4 and self.codecs[n].ans is not None
-                and self.codecs[n].axis is not None and self.codecs[n].encoder is None and ans_available()]
+        todo = [n for n in names if n in self.codecs and self.ranks[n] == 4 and self.codecs[n].spec.context
+                and self.codecs[n].ans is not None and self.codecs[n].axis is not None and self.codecs[n].encoder is None
+                and ans_available()]
         changed = False
         for chunk in self._chunks(todo, limit=64 << 20):
             sess = _session(_with_outputs(self.model, chunk))
@@ -399,8 +420,11 @@ class Calibration:
                 tc = self.codecs[n]
                 tables = fit_tables(np.concatenate(fit.pop(n), axis=0), 1 << tc.bits, per_channel=True, zero=tc.zero_point)
                 if "significance" in tables:
+                    frames = [C.quantize(c[n], tc) for c in check]
+                    plain = AnsModel(tc.ans)
                     tc.ans = tables
-                    tc.measured_bytes = measured_bytes([C.quantize(c[n], tc) for c in check], tc)
+                    tc.measured_bytes = measured_bytes(frames, tc)
+                    tc.coder_factor = coder_factor(plain, AnsModel(tables), frames)
                     changed = True
         return changed
 

@@ -35,7 +35,7 @@ AUTO_CANDIDATES = ("int2-channel", "int4-channel", "int4", "int8-channel", "int8
 _PCA = re.compile(r"^pca(?P<k>[0-9]+|0?\.[0-9]+)\+(?P<rest>int.*)$")
 _LEARNED = re.compile(r"^learned(?P<k>[0-9]+)\+(?P<rest>int.*)$")
 _SPEC = re.compile(r"^int(?P<bits>8|4|2)(?P<channel>-channel)?(?P<static>-static)?(?:-(?P<clip>mse|pct|minmax|step(?:[0-9]*\.)?[0-9]+))?"
-                   r"(?:\+(?P<entropy>zstd|lz4|ans))?$")
+                   r"(?:\+(?P<entropy>zstd|lz4|ans|ctx))?$")
 ANS_STEPS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)  # auto's +ans candidates: uniform steps of f x the tensor's std
 
 
@@ -59,6 +59,7 @@ class CodecSpec:
     entropy: str = "zstd"
     pca: float | int | None = None  # keep this many components (int) or this fraction of the channels (float < 1)
     learned: int | None = None  # learned<k>: a trained k-channel bottleneck (splitc/cost/bottleneck.py)
+    context: bool = False  # +ctx: ans with a significance context for sparse 4-D maps (splitc/runtimes/ans_context.py)
 
     @property
     def calibrated(self) -> bool:
@@ -79,7 +80,8 @@ def parse_codec(spec: str) -> CodecSpec:
         if inner.kind != "static" or inner.pca is not None or int(lm["k"]) < 1:
             raise SplitcError(f"--boundary '{spec}': learned<k> (k >= 1 channels) needs a static codec after '+',"
                               " e.g. learned8+int8-step0.5+ans")
-        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, learned=int(lm["k"]))
+        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, learned=int(lm["k"]),
+                         context=inner.context)
     pm = _PCA.match(s)
     if pm is not None:
         inner = parse_codec(pm["rest"])
@@ -88,14 +90,16 @@ def parse_codec(spec: str) -> CodecSpec:
         k = float(pm["k"]) if "." in pm["k"] else int(pm["k"])
         if (isinstance(k, int) and k < 1) or (isinstance(k, float) and not 0 < k <= 1):
             raise SplitcError(f"--boundary '{spec}': pca<k> keeps k >= 1 components or a fraction 0 < f <= 1 of the channels")
-        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, k)
+        return CodecSpec(s, "static", inner.bits, inner.per_channel, inner.clip, inner.entropy, k, context=inner.context)
     m = _SPEC.match(s)
     if m is None or (m["bits"] == "8" and not (m["channel"] or m["static"] or m["clip"] or m["entropy"])):
         raise SplitcError(f"--boundary '{spec}': choose fp32, int8 (dynamic), auto, or int<8|4|2>[-channel][-static]"
-                          f"[-mse|-pct|-minmax|-step<f>][+zstd|+lz4|+ans], e.g. int4-channel, int8-static-pct or int8-channel-step0.5+ans")
+                          f"[-mse|-pct|-minmax|-step<f>][+zstd|+lz4|+ans|+ctx], e.g. int4-channel, int8-static-pct or int8-channel-step0.5+ans")
     if m["clip"] and m["clip"].startswith("step") and not 0 < float(m["clip"][4:]) <= 64:
         raise SplitcError(f"--boundary '{spec}': -step<f> is a step of f x the channel's standard deviation, 0 < f <= 64")
-    return CodecSpec(s, "static", int(m["bits"]), bool(m["channel"]), m["clip"] or "mse", m["entropy"] or "zstd")
+    ctx = m["entropy"] == "ctx"
+    return CodecSpec(s, "static", int(m["bits"]), bool(m["channel"]), m["clip"] or "mse", "ans" if ctx else m["entropy"] or "zstd",
+                     context=ctx)
 
 
 @dataclass
@@ -116,6 +120,7 @@ class TensorCodec:
     decoder: list | None = None  # ... and the one starting the receiving part
     reconstruction_error: float | None = None  # learned<k>: relative MSE on the training activations
     training: str | None = None  # learned<k>: "distillation" (through the tail) or "reconstruction (why)"
+    coder_factor: tuple[float, float] = (1.0, 1.0)  # +ctx: (encode, decode) time of its coder / the plain one's, measured
 
     @property
     def bits(self) -> int:
@@ -126,7 +131,7 @@ class TensorCodec:
         base = self.spec.name
         if (self.spec.pca is not None and self.basis is None) or (self.spec.learned is not None and self.encoder is None):
             base = base.split("+", 1)[1]  # fell back: not a 4-D tensor (or not trained)
-        return base if base.endswith(("+zstd", "+lz4", "+ans")) else f"{base}+{self.spec.entropy}"
+        return base if base.endswith(("+zstd", "+lz4", "+ans", "+ctx")) else f"{base}+{self.spec.entropy}"
 
     def plan_entry(self) -> dict:
         out = {"bits": self.bits, "axis": self.axis, "clip": self.spec.clip,
@@ -137,6 +142,8 @@ class TensorCodec:
                           "explained_variance": round(float(self.explained), 6)}
         if self.ans is not None:
             out["ans"] = self.ans
+        if self.coder_factor != (1.0, 1.0):  # the context coder's measured cost over the plain one (the plan prices it)
+            out["coder_factor"] = [round(float(f), 3) for f in self.coder_factor]
         if self.encoder is not None:  # the layers live in the ONNX parts only
             out["learned"] = {"k": int(self.encoder[-1].weight.shape[0]), "channels": int(self.encoder[0].weight.shape[1]),
                               "reconstruction_error": round(float(self.reconstruction_error), 6),
@@ -274,8 +281,8 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None, tai
         from splitc.runtimes import ans
 
         as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)
-        if rank == 4 and tc.axis is not None and all(np.ndim(s) == 4 for s in raw):  # whole maps: the significance
-            q4 = np.concatenate([quantize(np.asarray(s), tc) for s in raw], axis=0)  # context may pay (ans_context)
+        if spec.context and rank == 4 and tc.axis is not None and all(np.ndim(s) == 4 for s in raw):  # whole maps:
+            q4 = np.concatenate([quantize(np.asarray(s), tc) for s in raw], axis=0)  # the significance context
             tc.ans = ans.fit_tables(q4, 1 << spec.bits, per_channel=True, zero=tc.zero_point)
             return tc
         if tc.basis is None and tc.encoder is None:  # elementwise: one quantize of all the samples

@@ -64,7 +64,8 @@ def pull_up_ties(cg: CostGraph) -> list[tuple[int, int]]:
         lat = cg.nodes[u].latency_s
         if any(lat[j + 1] > lat[j] for j in range(cg.k - 1)):
             continue
-        if s.raw_bytes <= t.raw_bytes and s.encoded_bytes <= t.encoded_bytes and s.coder_s is None and t.coder_s is None:
+        if s.raw_bytes <= t.raw_bytes and s.encoded_bytes <= t.encoded_bytes and s.coder_s is None and t.coder_s is None \
+                and all(s.raw_bytes * x <= t.raw_bytes * y for x, y in zip(s.coder_factor, t.coder_factor)):
             ties.append((u, t.consumers[0]))
     return ties
 

@@ -45,12 +45,15 @@ class CTensor:
     # per tier (encode_s, decode_s) of the tensor's own coder (an image input sent as JPEG: seconds from the
     # tier's [image] rates), in place of raw_bytes / the tier's tensor-codec rate
     coder_s: tuple[tuple[float, float], ...] | None = None
+    # (encode, decode) time of the tensor's coder over the tier's tensor-codec rate, e.g. a context-coded map's
+    coder_factor: tuple[float, float] = (1.0, 1.0)
 
     def coder_parts(self, src: int, dst: int, encode_bytes_per_s, decode_bytes_per_s) -> tuple[float, float]:
         """(encode seconds on tier ``src``, decode seconds on tier ``dst``)."""
         if self.coder_s is not None:
             return self.coder_s[src][0], self.coder_s[dst][1]
-        return self.raw_bytes / encode_bytes_per_s[src], self.raw_bytes / decode_bytes_per_s[dst]
+        return (self.raw_bytes / encode_bytes_per_s[src] * self.coder_factor[0],
+                self.raw_bytes / decode_bytes_per_s[dst] * self.coder_factor[1])
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,8 @@ def _hop_vectors(cg: CostGraph, link: int, up: bool) -> tuple[np.ndarray, np.nda
     src, dst = (link, link + 1) if up else (link + 1, link)
     wire = cg.links[link].transfer_s(s["up_bytes"] if up else s["down_bytes"], "up" if up else "down", messages=0)
     enc, dec = s["raw"] / cg.encode_bytes_per_s[src], s["raw"] / cg.decode_bytes_per_s[dst]
-    for i, t in enumerate(cg.tensors):  # tensors with their own coder (image inputs): a few at most
-        if t.coder_s is not None:
+    for i, t in enumerate(cg.tensors):  # tensors with their own coder (image inputs, context-coded maps): a few at most
+        if t.coder_s is not None or t.coder_factor != (1.0, 1.0):
             enc[i], dec[i] = t.coder_parts(src, dst, cg.encode_bytes_per_s, cg.decode_bytes_per_s)
     return enc, np.asarray(wire, dtype=float), dec
 

@@ -98,10 +98,12 @@ def encode(coder, constriction, q: np.ndarray, zero: np.ndarray, p: np.ndarray, 
     diags = _diagonals(h, w)
     chan = np.arange(c)[:, None]
     for o in range(n - 1, -1, -1):
-        for r in range(c - 1, -1, -1):
-            nz = q[o, r][~isz[o, r]]
-            if nz.size:
-                coder.encode_reverse(nz.astype(np.int32), models[r])
+        nonzero = ~isz[o].reshape(c, -1)
+        vals = q[o].reshape(c, -1)[nonzero].astype(np.int32)  # grouped by channel, raster order within one
+        counts = nonzero.sum(axis=1)
+        ends = np.cumsum(counts)
+        for r in np.flatnonzero(counts)[::-1]:
+            coder.encode_reverse(vals[ends[r] - counts[r]:ends[r]], models[r])
         for i, j in reversed(diags):
             coder.encode_reverse((~isz[o][:, i, j]).astype(np.int32).ravel(), bern,
                                  p[chan, ctx[o][:, i, j]].ravel().astype(np.float64))
@@ -119,11 +121,14 @@ def decode(coder, constriction, shape: tuple[int, ...], zero: np.ndarray, p: np.
             ctx = 2 * z[:, 1 + i, j].astype(np.int8) + z[:, i, 1 + j]
             nonzero = coder.decode(bern, p[chan, ctx].ravel().astype(np.float64))
             z[:, 1 + i, 1 + j] = np.asarray(nonzero).reshape(c, -1) == 0
-        isz = z[:, 1:, 1:]
-        frame = np.broadcast_to(zero.reshape(-1, 1, 1), (c, h, w)).copy()
-        for r in range(c):
-            k = int((~isz[r]).sum())
-            if k:
-                frame[r][~isz[r]] = coder.decode(models[r], k)
-        out[o] = frame
+        nonzero = ~z[:, 1:, 1:].reshape(c, -1)
+        counts = nonzero.sum(axis=1)
+        vals = np.empty(int(counts.sum()), np.uint8)
+        start = 0
+        for r in np.flatnonzero(counts):
+            vals[start:start + counts[r]] = coder.decode(models[r], int(counts[r]))
+            start += counts[r]
+        frame = np.broadcast_to(zero.reshape(-1, 1), (c, h * w)).copy()
+        frame[nonzero] = vals
+        out[o] = frame.reshape(c, h, w)
     return out

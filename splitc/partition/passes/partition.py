@@ -85,6 +85,7 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
         enc, codec = encoded_bytes(info, boundary, (codecs or {}).get(v.name))
         down = info.bytes if id(v) in outputs else None  # results come back losslessly
         enc, codec, down, coder = _measured(v, producer is None, enc, codec, down, graph.meta, targets)
+        factor = getattr((codecs or {}).get(v.name), "coder_factor", (1.0, 1.0))
         tensors.append(CTensor(
             v.name,
             index[id(producer)] if producer is not None else None,
@@ -95,6 +96,7 @@ def build_cost_graph(model: ir.Model, targets: tuple[DeviceProfile, ...], links:
             codec,
             down,
             coder,
+            tuple(factor) if coder is None else (1.0, 1.0),
         ))
     weights = []
     for v, who in readers.values():
