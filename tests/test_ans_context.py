@@ -56,20 +56,28 @@ def test_dense_maps_keep_the_plain_tables():
     assert "significance" not in ans.fit_tables(patchy(30)[0], 256, True)  # no zero symbols given: plain
 
 
+OFF = [[3, 1]] * 6
+
+
 @pytest.mark.parametrize("bad", [
-    {"zero": [0, 0], "counts": [[[1, 1]] * 4] * 6},  # too few zero symbols
-    {"zero": [0] * 6, "counts": [[[1, -1]] * 4] * 6},  # negative count
-    {"zero": [300] + [0] * 5, "counts": [[[1, 1]] * 4] * 6},  # zero symbol outside the alphabet
-    {"zero": [0] * 6, "counts": [[[1, 1]] * 3] * 6},  # three contexts
-    {"zero": [0.5] * 6, "counts": [[[1, 1]] * 4] * 6},  # not whole numbers
+    {"zero": [0, 0], "counts": [[[1, 1]] * 4] * 6, "off": OFF},  # too few zero symbols
+    {"zero": [0] * 6, "counts": [[[1, -1]] * 4] * 6, "off": OFF},  # negative count
+    {"zero": [300] + [0] * 5, "counts": [[[1, 1]] * 4] * 6, "off": OFF},  # zero symbol outside the alphabet
+    {"zero": [0] * 6, "counts": [[[1, 1]] * 3] * 6, "off": OFF},  # three contexts
+    {"zero": [0.5] * 6, "counts": [[[1, 1]] * 4] * 6, "off": OFF},  # not whole numbers
+    {"zero": [0] * 6, "counts": [[[1, 1]] * 4] * 6, "off": [[1, 2**41]] * 6},  # a count past 2^40
+    {"zero": [0] * 6, "counts": [[[1, 1]] * 4] * 6},  # no channel flags
     "nope",
 ])
 def test_untrusted_significance_is_rejected(bad):
     q, zero = patchy(10)
     entry = json.loads(json.dumps(ans.fit_tables(q, 256, True, zero=zero)))
+    good = dict(entry["significance"])
+    ans.AnsModel(entry)  # as fitted: accepted
     entry["significance"] = bad
     with pytest.raises(ans.AnsError):
         ans.AnsModel(entry)
+    assert set(good) == {"zero", "counts", "off"}
 
 
 def test_wrong_shape_and_corrupt_data_are_errors():
@@ -153,3 +161,11 @@ def test_the_cost_graph_prices_a_slower_coder_by_its_factor():
     assert (ea, da) == pytest.approx((4000 / 1e6, 4000 / 2e6)) and (eb, db) == pytest.approx((3 * ea, 2 * da))
     enc, _, dec = _hop_vectors(cg, 0, True)  # the vectorized pricing the solvers read agrees
     assert enc.tolist() == pytest.approx([ea, eb]) and dec.tolist() == pytest.approx([da, db])
+
+
+def test_a_frame_with_every_channel_off_costs_only_its_flags():
+    q, zero = patchy(40)
+    model = ans.AnsModel(json.loads(json.dumps(ans.fit_tables(q, 256, True, zero=zero))))
+    off = np.broadcast_to(zero.reshape(1, -1, 1, 1), (1, *q.shape[1:])).copy()
+    blob = model.encode(off)
+    assert len(blob) <= 8 and np.array_equal(model.decode(blob, off.shape), off)

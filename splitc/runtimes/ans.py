@@ -51,7 +51,7 @@ def fit_tables(q: np.ndarray, alphabet: int, per_channel: bool, zero: np.ndarray
     mag = hist.copy()
     mag[np.arange(len(mag)), zero] = 0
     ctx = _entry(mag, alphabet, True)
-    ctx["significance"] = _sig.entry(zero, _sig.fit_counts(q, zero))
+    ctx["significance"] = _sig.fit(q, zero)
     if AnsModel(ctx).bits(q) > 0.98 * AnsModel(plain).bits(q):
         return plain
     return ctx
@@ -95,7 +95,7 @@ class AnsModel:
 
     def __init__(self, entry: dict):
         self._models = None
-        self._zero = self._p = None  # significance context (splitc.runtimes.ans_context), if the entry has one
+        self._sig = None  # significance context (splitc.runtimes.ans_context), if the entry has one
         if isinstance(entry, FittedTables) and entry.counts is not None:  # made in this process by fit_tables
             self.alphabet, self.axis, self._full = entry["alphabet"], entry["axis"], entry.counts
             self.rows = len(entry.counts)
@@ -133,10 +133,9 @@ class AnsModel:
         if self.axis != 1:
             raise AnsError("ans significance needs per-channel tables (axis 1)")
         try:
-            self._zero, counts = _sig.parse(sig, self.rows, self.alphabet)
+            self._sig = _sig.SigModel(sig, self.rows, self.alphabet)
         except _sig.SigError as err:
             raise AnsError(str(err)) from None
-        self._p = _sig.nonzero_probability(counts)
 
     def _check_map(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 4 or shape[1] != self.rows:
@@ -175,9 +174,9 @@ class AnsModel:
             raise AnsError(f"symbol {int(q.max())} is outside the alphabet of {self.alphabet}")
         models = self.models
         coder = _constriction.stream.stack.AnsCoder()
-        if self._p is not None:
+        if self._sig is not None:
             self._check_map(q.shape)
-            _sig.encode(coder, _constriction, q, self._zero, self._p, models)
+            self._sig.encode(coder, _constriction, q, models)
             return coder.get_compressed().astype("<u4").tobytes()
         blocks = q.reshape(outer, rows, inner).astype(np.int32)
         for o in range(outer - 1, -1, -1):  # a stack: the last block coded is the first decoded
@@ -192,12 +191,12 @@ class AnsModel:
         outer, rows, inner = self._rows(shape)
         models = self.models
         words = np.frombuffer(blob, "<u4").astype(np.uint32)
-        if self._p is not None:
+        if self._sig is not None:
             self._check_map(tuple(shape))
         try:
             coder = _constriction.stream.stack.AnsCoder(words)
-            if self._p is not None:
-                return _sig.decode(coder, _constriction, tuple(shape), self._zero, self._p, models)
+            if self._sig is not None:
+                return self._sig.decode(coder, _constriction, tuple(shape), models)
             out = np.empty((outer, rows, inner), np.uint8)
             for o in range(outer):
                 for r in range(rows):
@@ -209,10 +208,9 @@ class AnsModel:
     def bits(self, q: np.ndarray) -> float:
         """Ideal code length of ``q`` under these models (the cross-entropy), in bits."""
         outer, rows, inner = self._rows(np.shape(q))
-        if self._p is not None:
+        if self._sig is not None:
             self._check_map(np.shape(q))
-            return _sig.bits(np.minimum(np.asarray(q), self.alphabet - 1), self._zero, self._p,
-                             np.log2(self.probabilities(np.float32)))
+            return self._sig.bits(np.minimum(np.asarray(q), self.alphabet - 1), np.log2(self.probabilities(np.float32)))
         q = np.asarray(q).reshape(outer, rows, inner)
         if q.dtype == np.uint8 and self.alphabet == 256:  # every symbol is in the alphabet: the fast count
             counts = _row_counts(q, 256).ravel()
