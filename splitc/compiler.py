@@ -157,7 +157,8 @@ def compile_model(
         options = replace(options, calibrate_norm=options.input_norm)
     input_codec = options.input_codec or ("raw" if options.boundary == "fp32" else None)  # fp32: lossless end to end
     check = prepare_data(model, cfg.targets, options.calibrate, options.calibrate_norm, input_codec,
-                         options.calibrate_samples, options.boundary)  # input codecs, wire sizes, the check set
+                         options.calibrate_samples, options.boundary, budget=cfg.budget or DEFAULT_BUDGET,
+                         reference=model_path)  # input codecs (by their accuracy on held-out images), wire sizes, the check set
     cal = calibrate(model, cfg, options, step) if cfg.codec.calibrated else None
     if cal is not None:
         if options.sweep_bps is not None:  # every swept plan may send any tensor: check them all up front

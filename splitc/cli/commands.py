@@ -95,6 +95,10 @@ def cmd_compile(args) -> int:
         print_table("tensors crossing the link", ["tensor", "direction", "raw", "encoded", "codec", "time"], rows, {2, 3, 5})
     else:
         print(f"no tensor crosses the link: the whole model runs on {device}")
+    for rec in plan.get("input_codec") or []:  # the input codec's own accuracy: where the plan sends it, or a finer one chosen
+        why = (rec.get("accuracy") or {}).get("why")
+        if why and (rec["accuracy"].get("chosen") == "finer" or any(b["tensor"] == rec["tensor"] for b in plan["boundary"])):
+            print(f"input codec {rec['name']} for '{rec['tensor']}': {why}")
     best = plan["predicted"]["total_s"]
     speedup = {k: v["total_s"] / best for k, v in plan["baselines"].items()}
     gap = f" (gap {plan['solver']['gap'] * 100:.2f}%)" if plan["solver"].get("status") != "optimal" else ""
@@ -285,6 +289,10 @@ def cmd_run(args) -> int:
     if checks and not lossless:  # a lossy plan: its own budget metric, on real data only
         report["accuracy"] = verdict(plan, [r for r, _ in pairs], [g for _, g in pairs], real)
         report["accuracy"]["held_out_at_compile"] = (plan.get("accuracy") or {}).get("check")
+        if report["accuracy"]["pass"] is False:
+            from splitc.cli.run_data import unmeasured_input_codec
+
+            report["accuracy"]["input_codec_unmeasured"] = unmeasured_input_codec(plan)
         ok &= report["accuracy"]["pass"] is not False
     if vs_ort:
         report["runtime"] = "tvm"
@@ -333,6 +341,8 @@ def cmd_run(args) -> int:
         print(f"plan budget ({need}) on {a['samples']} sample(s): top-1 agreement {a['top1'] * 100:.1f}%, mean cosine"
               f" {a['cosine']:.5f}, max abs error {a['max_abs_error']:.3g}: " + ("PASS" if a["pass"] else "FAIL" if a["pass"] is False
               else "not judged: synthetic inputs say nothing of accuracy; pass --input images/ or a .npz batch"))
+        if a.get("input_codec_unmeasured"):  # why it may miss: the input codec's own accuracy was never measured
+            print(a["input_codec_unmeasured"])
     held = (plan.get("accuracy") or {}).get("check")
     if held:  # what the compiler measured on data no fit saw (splitc/codegen/check.py)
         print(f"at compile time, on {held['data']}: top-1 agreement {held['top1'] * 100:.1f}%, mean cosine {held['cosine']:.5f}"

@@ -107,3 +107,15 @@ def verdict(plan: dict, refs: list[list[np.ndarray]], gots: list[list[np.ndarray
     metrics = output_metrics(refs, gots)
     return {"budget": budget, **metrics, "samples": len(refs), "real_data": real,
             "pass": meets(metrics, budget) if real else None}
+
+
+def unmeasured_input_codec(plan: dict) -> str | None:
+    """Why a lossy plan may miss its budget unforeseen: it sends an image input with a codec whose own accuracy compile
+    never measured (no --calibrate images); None when every sent input codec was measured."""
+    sent = {b.get("tensor") for b in plan.get("boundary") or [] if isinstance(b, dict)}
+    for rec in plan.get("input_codec") or []:
+        if isinstance(rec, dict) and rec.get("tensor") in sent and (rec.get("accuracy") or {}).get("measured") is False:
+            return (f"the input '{rec['tensor']}' crosses as {rec.get('name')}, whose accuracy compile did not measure (it had no"
+                    " images): recompile with --calibrate DIR (a folder of images) to let it choose a finer codec that meets"
+                    " the budget, or with --input-codec png")
+    return None

@@ -4,7 +4,8 @@
    centre crops at the input's size (or the default table without images);
 2. the wire sizes of every tensor that may cross (``splitc.cost.wire_sizes``), measured on fit samples;
 3. the check set: the held-out images (or .npz samples) of ``splitc.cost.calibrate.held_out``, which no fit sees,
-   for the plan's accuracy under its budget (``splitc.codegen.check``).
+   for the plan's accuracy under its budget (``splitc.codegen.check``), and for the input codec's own accuracy
+   (``splitc.cost.input_accuracy``: a finer codec than the default when it misses the budget).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from splitc.cost import input_codec, wire_sizes
+from splitc.cost import input_accuracy, input_codec, wire_sizes
 from splitc.cost.targets import DeviceProfile
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
@@ -35,15 +36,22 @@ def input_specs(model: ir.Model) -> list[dict]:
 
 
 def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str | None, norm: str, codec: str | None,
-            count: int = 48, boundary: str = "int8") -> CheckSet | None:
+            count: int = 48, boundary: str = "int8", budget: dict | None = None,
+            reference: str | Path | None = None) -> CheckSet | None:
     """Annotate ``model`` with its input codecs (``ann.INPUT_CODECS``) and, given data, measured wire sizes
-    (``ann.WIRE_SIZES``); return the held-out check set (None without data or with too little of it)."""
+    (``ann.WIRE_SIZES``); return the held-out check set (None without data or with too little of it). Given held-out
+    images, ``reference`` (the model file) and ``budget``, each input codec's own accuracy is measured, and a default
+    codec that misses the budget is replaced (``splitc.cost.input_accuracy.choose``)."""
     from splitc.cost.calibrate import held_out, image_frames, load_samples
     from splitc.runtimes.image import list_images, parse_norm
 
     inputs = input_specs(model)
     codecs = input_codec.resolve(inputs, codec, norm)
     images = calibrate is not None and Path(calibrate).is_dir()
+    codecs = input_accuracy.unmeasured(codecs, "compile was given no images (no --calibrate)" if calibrate is None else
+                                       f"--calibrate {calibrate} is not a folder of images" if not images else
+                                       f"the model has {len(inputs)} inputs" if len(inputs) != 1 else
+                                       f"too few images in {calibrate} to hold some out")
     frames = {}
     if images and len(inputs) == 1:
         n_fit = min(64, held_out(len(list_images(calibrate))).count(False))
@@ -70,6 +78,10 @@ def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str 
         ispec = image_spec(spec)
         framed = [{spec["name"]: fit_frame(f, ispec)} for f in got]
         feeds = [{spec["name"]: the_norm.to_tensor(f[spec["name"]], ispec)} for f in framed]
-        return CheckSet(feeds, framed, f"{len(feeds)} crops of the held-out images (every 4th of {calibrate}, by name)")
+        source = f"{len(feeds)} crops of the held-out images (every 4th of {calibrate}, by name)"
+        if reference is not None and budget:
+            codecs = input_accuracy.choose(codecs, framed, reference, budget, source)
+            model.graph.meta[ann.INPUT_CODECS] = input_codec.size(codecs, frames)  # a finer codec: its own measured size
+        return CheckSet(feeds, framed, source)
     feeds = load_samples(calibrate, inputs, norm, count, check=True)
     return CheckSet(feeds, [], f"{len(feeds)} held-out samples (every 4th of {calibrate})") if feeds else None

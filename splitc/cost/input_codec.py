@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class InputCodec:
     norm: Norm
     bytes: int = 0  # mean payload per frame
     bytes_source: str = ""
+    explicit: bool = False  # given by --input-codec (kept even when it misses the budget)
+    accuracy: dict | None = None  # the codec's own accuracy on held-out images (splitc.cost.input_accuracy)
 
     @property
     def compressed(self) -> bool:
@@ -68,7 +70,8 @@ class InputCodec:
                 "layout": self.spec.layout, "height": self.spec.height, "width": self.spec.width,
                 "channels": self.spec.channels, "dtype": self.spec.dtype, "norm": self.norm.record(),
                 "encoded_bytes": self.bytes, "bytes_source": self.bytes_source,
-                "coder_s": {t.name: {"encode_s": e, "decode_s": d} for t, (e, d) in zip(targets, self.coder_s(targets))}}
+                "coder_s": {t.name: {"encode_s": e, "decode_s": d} for t, (e, d) in zip(targets, self.coder_s(targets))},
+                "accuracy": self.accuracy}
 
 
 _FALLBACK: dict[str, DeviceProfile] = {}
@@ -99,7 +102,7 @@ def resolve(inputs: list[dict], codec: str | None, norm: str | None) -> dict[str
             raise SplitcError(f"--input-codec {codec}: no input is an image (batch 1, 1 or 3 channels, NCHW or NHWC,"
                               f" uint8 or float): {shapes}; use --input-codec raw")
         return {}
-    return {name: InputCodec(s, chosen, parsed_norm) for name, s in images.items()}
+    return {name: InputCodec(s, chosen, parsed_norm, explicit=codec is not None) for name, s in images.items()}
 
 
 def default_bytes(ic: InputCodec) -> tuple[int, str]:
@@ -135,5 +138,5 @@ def size(codecs: dict[str, InputCodec], frames: dict[str, list[np.ndarray]] | No
             n, source = int(round(float(np.mean(sizes)))), f"measured: mean of {len(sizes)} calibration frame(s)"
         else:
             n, source = default_bytes(ic)
-        out[name] = InputCodec(ic.spec, ic.codec, ic.norm, n, source)
+        out[name] = replace(ic, bytes=n, bytes_source=source)
     return out
