@@ -235,6 +235,22 @@ def _same_interface(reference, plan: dict, original: Path) -> None:
 
 
 def cmd_run(args) -> int:
+    """``splitc run``; with ``-q`` (and no --json) only its last line, the verdict, is printed."""
+    if not getattr(args, "quiet", False) or args.json:
+        return _run(args)
+    import contextlib
+    import io
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        code = _run(args)
+    lines = text.getvalue().rstrip("\n").splitlines()
+    if lines:
+        print(lines[-1])
+    return code
+
+
+def _run(args) -> int:
     from splitc.runtimes.ort import SplitModel, compare_outputs, session, synthetic_inputs
     from splitc.cli.cluster import cmd_run_cluster, is_cluster_plan
 

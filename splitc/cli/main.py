@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " mean=M[,M,M],std=S[,S,S][,scale=255][,bgr] (tensor = (pixels/scale - mean)/std; PP-OCR:"
                         " mean=0.5,std=0.5); also used for --calibrate images (default: --calibrate-norm)")
     c.add_argument("--calibrate-samples", type=int, default=48, metavar="N",
-                   help="image crops to draw for calibration (default: %(default)s)")
+                   help="image crops to draw for calibration: 2 to as many as fit in 1 GiB of inputs (default: %(default)s)")
     c.add_argument("--accuracy-budget", metavar="METRIC=X",
                    help="what --boundary auto must keep per tensor, vs the original on calibration data: top1=0.99,"
                         " cosine=0.999 (default for auto: cosine=0.999)")
@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stream", action="store_true",
                    help="treat the samples as successive frames of a stream: send each hop with inter-frame delta coding")
     r.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    r.add_argument("-q", "--quiet", action="store_true", help="no tables: only the last line (the verdict)")
     r.add_argument("--remote", metavar="URL", help="run the server stages at URL (http(s)://HOST:PORT, a 'splitc serve');"
                    " a frame the server cannot answer is computed here in full and counted")
     r.add_argument("--timeout", default="2s", help="--remote: per-request connect/read timeout (default: %(default)s)")

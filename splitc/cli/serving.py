@@ -90,7 +90,9 @@ def cmd_run_remote(args, samples: list[dict], reference, frames: list[dict] | No
     if reference is not None:
         names = [o.name for o in reference.get_outputs()]
         checks = [compare_outputs(dict(zip(names, reference.run(None, feeds))), r.outputs) for feeds, r in zip(samples, runs)]
-    lossless = model.plan.get("boundary_codec") == "fp32"
+    from splitc.cli.run_data import lossless as is_lossless
+
+    lossless = is_lossless(model.plan)  # the rule of `splitc run`: fp32, or a plan sending only raw tensors
     outputs, ok = [], True
     for j, name in enumerate(c.name for c in (checks[0] if checks else [])):
         per = [c[j] for c in checks]

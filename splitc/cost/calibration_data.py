@@ -17,10 +17,12 @@ import onnx_ir as ir
 
 from splitc.cost import input_accuracy, input_codec, wire_sizes
 from splitc.cost.targets import DeviceProfile
+from splitc.errors import SplitcError
 from splitc.ir import metadata as ann
 from splitc.ir.graph import graph_inputs
 
 CHECK_SAMPLES = 24  # crops of the held-out images
+SAMPLE_BYTES = 1 << 30  # calibration samples are held in memory at once: at most 1 GiB of inputs
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,21 @@ def input_specs(model: ir.Model) -> list[dict]:
             for v in graph_inputs(model.graph) for i in [ann.get(v, ann.TENSOR, ann.TensorInfo)]]
 
 
+def check_count(n: int, inputs: list[dict]) -> int:
+    """``--calibrate-samples n`` checked: 2 (a fit needs two) to as many samples as fit in :data:`SAMPLE_BYTES` of
+    inputs (100000000 ran out of memory); a one-line error naming the option and the range otherwise."""
+    import numpy as np
+
+    from splitc.runtimes.ort import numpy_dtype
+
+    frame = sum(int(np.prod(s["shape"], dtype=np.int64)) * numpy_dtype(s["dtype"]).itemsize for s in inputs) or 1
+    most = max(1, SAMPLE_BYTES // frame)
+    if not 2 <= n <= most:
+        raise SplitcError(f"--calibrate-samples {n}: give 2 to {most} samples ({frame:,} B of inputs each; they are held in"
+                          " memory at once, at most 1 GiB)")
+    return n
+
+
 def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str | None, norm: str, codec: str | None,
             count: int = 48, boundary: str = "int8", budget: dict | None = None,
             reference: str | Path | None = None) -> CheckSet | None:
@@ -46,6 +63,8 @@ def prepare(model: ir.Model, targets: tuple[DeviceProfile, ...], calibrate: str 
     from splitc.runtimes.image import list_images, parse_norm
 
     inputs = input_specs(model)
+    if calibrate is not None:
+        check_count(count, inputs)
     codecs = input_codec.resolve(inputs, codec, norm)
     images = calibrate is not None and Path(calibrate).is_dir()
     codecs = input_accuracy.unmeasured(codecs, "compile was given no images (no --calibrate)" if calibrate is None else

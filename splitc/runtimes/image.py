@@ -426,8 +426,10 @@ def encode_frame(record: InputRecord, frame: np.ndarray | None, tensor: np.ndarr
 
             from splitc.errors import SplitcWarning
 
+            # one message per input (no per-sample figure in it), so the warnings registry says it once, not per sample
             warnings.warn(f"input '{record.spec.name}' is not an 8-bit image under the plan's normalization"
-                          f" ({record.norm.name}; {off:.3g} off after rounding to pixels): it crosses as {record.codec.name}"
+                          f" ({record.norm.name}; more than half a pixel step off after rounding to pixels): it crosses as"
+                          f" {record.codec.name}"
                           " of its clipped, rounded pixels; pass frames (run_image) or compile with --input-codec raw",
                           SplitcWarning, stacklevel=4)
     return pack(record.codec.encode(pixels), record.codec, record.spec.name, plan)

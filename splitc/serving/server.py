@@ -163,6 +163,11 @@ def serve(out: Path, host: str = "127.0.0.1", port: int = 8000, grpc_port: int |
     if bool(tls_cert) != bool(tls_key):
         raise SplitcError("TLS needs both --tls-cert and --tls-key")
     models, notes = load_models(out, threads)
+    # KServe makes its app with FastAPI's deprecated ORJSONResponse as the default response class (a deprecation warning on
+    # the first response); its endpoints return pydantic models, which FastAPI's own JSONResponse serializes directly
+    from fastapi.responses import JSONResponse
+
+    app.router.default_response_class = JSONResponse  # before RESTServer registers the routes, which take it then
     server = ModelServer(http_port=port, grpc_port=grpc_port or 0, enable_grpc=False, grace_period=int(grace_s),
                          ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access"):  # after KServe's logging setup
