@@ -169,3 +169,43 @@ def test_a_frame_with_every_channel_off_costs_only_its_flags():
     off = np.broadcast_to(zero.reshape(1, -1, 1, 1), (1, *q.shape[1:])).copy()
     blob = model.encode(off)
     assert len(blob) <= 8 and np.array_equal(model.decode(blob, off.shape), off)
+
+
+def test_compile_and_run_with_ctx_sends_fewer_bytes_for_the_same_numbers(tmp_path):
+    """bottlenet's post-ReLU bottleneck on blocky frames: +ctx is chosen, priced slower, and the split model computes
+    exactly what the +ans split (same quantizer) computes, sending fewer bytes."""
+    from conftest import save_model
+
+    from splitc.compiler import CompileOptions, compile_model
+    from splitc.runtimes.ort import SplitModel
+    from splitc.tools import zoo
+
+    path = save_model(zoo.bottlenet(), tmp_path / "b.onnx")
+    x = np.kron(np.random.default_rng(0).standard_normal((12, 1, 3, 14, 14)), np.ones((16, 16))).astype(np.float32)
+    np.savez(tmp_path / "c.npz", image=x)
+    runs = {}
+    for coder in ("ans", "ctx"):
+        out = tmp_path / coder
+        plan = compile_model(path, out, CompileOptions(link="4g", boundary=f"int8-channel-step0.5+{coder}",
+                                                       calibrate=str(tmp_path / "c.npz"))).plan
+        hop = next(b for b in plan["boundary"] if b["tensor"] == "bottleneck")
+        runs[coder] = (hop, [SplitModel(out).run({"image": f}) for f in x[:3]])
+    (h_ans, r_ans), (h_ctx, r_ctx) = runs["ans"], runs["ctx"]
+    assert "significance" in h_ctx["quant"]["ans"] and "significance" not in h_ans["quant"]["ans"]
+    assert min(h_ctx["quant"]["coder_factor"]) >= 1.0 and h_ctx["encode_s"] > h_ans["encode_s"]  # priced as measured
+    assert h_ctx["quant"]["scale"] == h_ans["quant"]["scale"]
+    for a, c in zip(r_ans, r_ctx):
+        assert a.outputs.keys() == c.outputs.keys() and all(np.array_equal(a.outputs[k], c.outputs[k]) for k in a.outputs)
+    assert sum(r.bytes_up for r in r_ctx) < 0.95 * sum(r.bytes_up for r in r_ans)
+    # the remote runtime (splitc serve / run --remote) codes the hop as the in-process one does
+    from splitc.runtimes.segment import Segment
+    from splitc.runtimes.wire import read_header
+
+    for coder in ("ans", "ctx"):
+        seg = Segment(json.loads((tmp_path / coder / "plan.json").read_text()))
+        hop = next(b for b in seg.up if b["tensor"] == "bottleneck")
+        name = hop["wire"][0]["name"]
+        q = np.random.default_rng(1).integers(0, 3, size=hop["wire"][0]["shape"]).astype(np.uint8)
+        payload = seg.encode(hop, {name: q})
+        assert read_header(payload)[1]["tensors"][0]["codec"] == "ans"
+        assert np.array_equal(seg.decode(hop, payload)[name], q)

@@ -12,6 +12,7 @@ import onnxruntime as ort
 from splitc.errors import SplitcError
 from splitc.runtimes import planfile
 from splitc.runtimes.image import input_records, run_frame
+from splitc.runtimes.segment import hop_entropy
 from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
@@ -205,7 +206,7 @@ class SplitModel:
     def _send_wire(self, hop: dict, wire: list, stores, result: RunResult) -> None:
         t = time.perf_counter()
         bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
-        entropy = {"lz4": "lz4", "ans": "ans"}.get(hop.get("codec", "").rpartition("+")[2], "zstd")
+        entropy = hop_entropy(hop)
         models = self._ans_models(hop, wire) if entropy == "ans" else None
         tensors = {w["name"]: stores[hop["from"]][w["name"]] for w in wire}
         expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}

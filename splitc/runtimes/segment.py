@@ -34,11 +34,30 @@ def oip_datatype(dtype: str) -> str:
     return _OIP[dtype]
 
 
+def hop_entropy(hop: dict) -> str:
+    """The entropy coder a hop's codec names: lz4, ans (``+ans`` and ``+ctx``: the plan's tables) or zstd."""
+    return {"lz4": "lz4", "ans": "ans", "ctx": "ans"}.get(hop.get("codec", "").rpartition("+")[2], "zstd")
+
+
+def hop_models(hop: dict) -> dict | None:
+    """An ans hop's models (its uint8 symbol tensors), from plan.json's tables (validated by AnsModel); else None."""
+    tables = (hop.get("quant") or {}).get("ans")
+    if tables is None or hop_entropy(hop) != "ans":
+        return None
+    from splitc.runtimes.ans import AnsError, AnsModel
+
+    try:
+        model = AnsModel(tables)
+    except AnsError as err:
+        raise SplitcError(f"plan.json: the ans tables of the hop of '{hop.get('tensor')}' are invalid: {err}") from None
+    return {w["name"]: model for w in hop["wire"] if w["dtype"] == "uint8"}
+
+
 def hop_codec(hop: dict) -> tuple[dict[str, int], str, dict[str, tuple]]:
     """(bit widths, entropy coder, expected wire tensors) of one boundary hop, as the in-process runtime uses them."""
     wire = hop["wire"]
     bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
-    entropy = "lz4" if hop.get("codec", "").endswith("+lz4") else "zstd"
+    entropy = hop_entropy(hop)
     expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
     return bits, entropy, expected
 
@@ -55,7 +74,8 @@ def _image(hop: dict, images: dict):
     return record
 
 
-def encode_hop(hop: dict, store: dict, fingerprint: str, images: dict | None = None, frame=None) -> bytes:
+def encode_hop(hop: dict, store: dict, fingerprint: str, images: dict | None = None, frame=None,
+               models: dict | None = None) -> bytes:
     """One hop's payload, as the in-process runtime makes it: an image input as its compressed frame
     (splitc/runtimes/image.py), anything else through the wire codec."""
     record = _image(hop, images or {})
@@ -64,10 +84,12 @@ def encode_hop(hop: dict, store: dict, fingerprint: str, images: dict | None = N
 
         return encode_frame(record, frame, store[hop["tensor"]], fingerprint)
     bits, entropy, _ = hop_codec(hop)
-    return encode({w["name"]: store[w["name"]] for w in hop["wire"]}, bits=bits, plan=fingerprint, entropy=entropy)
+    return encode({w["name"]: store[w["name"]] for w in hop["wire"]}, bits=bits, plan=fingerprint, entropy=entropy,
+                  models=models)
 
 
-def decode_hop(hop: dict, payload: bytes, fingerprint: str, images: dict | None = None) -> dict[str, np.ndarray]:
+def decode_hop(hop: dict, payload: bytes, fingerprint: str, images: dict | None = None,
+               models: dict | None = None) -> dict[str, np.ndarray]:
     """A hop's tensors from a payload; anything that is not what the plan expects raises CodecError."""
     record = _image(hop, images or {})
     if record is not None:
@@ -78,7 +100,7 @@ def decode_hop(hop: dict, payload: bytes, fingerprint: str, images: dict | None 
         except ImageCodecError as e:
             raise CodecError(str(e)) from None
     header: dict = {}
-    out = decode(payload, hop_codec(hop)[2], plan=fingerprint, header_out=header)
+    out = decode(payload, hop_codec(hop)[2], plan=fingerprint, header_out=header, models=models)
     if header["delta"]:  # differences to a frame this receiver does not hold: the values would be garbage
         from splitc.runtimes.delta import StreamGap
 
@@ -107,13 +129,14 @@ class Segment:
         from splitc.runtimes.image import input_records
 
         self.images = input_records(plan)  # image inputs cross as compressed frames
+        self._models = {id(b): hop_models(b) for b in plan["boundary"]}  # ans hops: built once
 
     def encode(self, hop: dict, store: dict, frame=None) -> bytes:
         """``frame``: an image input's uint8 frame as the camera had it (sent as it is, not rebuilt from the tensor)."""
-        return encode_hop(hop, store, self.fingerprint, self.images, frame)
+        return encode_hop(hop, store, self.fingerprint, self.images, frame, self._models.get(id(hop)))
 
     def decode(self, hop: dict, payload: bytes) -> dict[str, np.ndarray]:
-        return decode_hop(hop, payload, self.fingerprint, self.images)
+        return decode_hop(hop, payload, self.fingerprint, self.images, self._models.get(id(hop)))
 
     def is_image(self, hop: dict) -> bool:
         """The hop carries an image input as its compressed frame (never delta-coded)."""
