@@ -76,7 +76,7 @@ def cmd_compile(args) -> int:
         result = compile_model(args.model, args.output, options, force=args.force, progress=step, extra_files=report)
     plan = result.plan
     if args.json:
-        keys = ("predicted", "baselines", "cut", "boundary", "artifacts", "solver", "compile_s")
+        keys = ("predicted", "baselines", "cut", "boundary", "input_codec", "artifacts", "solver", "compile_s")
         print(json.dumps({"output": str(result.output_dir), **{k: plan[k] for k in keys + ("tvm_artifacts",) if k in plan}}, indent=1))
         return 0
     if args.quiet:
