@@ -79,7 +79,7 @@ def test_the_synthetic_input_jpeg_warning_is_said_once(tmp_path):
     compile_model(_classifier(tmp_path / "m.onnx", hw=32), out, CompileOptions(link="4g"), policy=_cloud_only)
     for extra in ([], ["--json"]):
         proc = subprocess.run([sys.executable, "-m", "splitc", "run", str(out), "--samples", "3", *extra], capture_output=True,
-                              text=True, env=ENV, cwd=ROOT, timeout=120)
+                              text=True, env=ENV, cwd=ROOT, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr.count("is not an 8-bit image") == 1, proc.stderr
 

@@ -5,7 +5,6 @@ a default jpeg:90 that misses it is replaced by the first of jpeg:95, jpeg:98, p
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from test_input_codec import IMAGES, _classifier, _cloud_only, _photos
@@ -14,7 +13,7 @@ from splitc.cli.main import main
 from splitc.compiler import CompileOptions, compile_model
 from splitc.errors import SplitcWarning
 
-OPTS = dict(link="4g", input_norm="mean=0.5,std=0.5", calibrate_samples=8)
+OPTS = {"link": "4g", "input_norm": "mean=0.5,std=0.5", "calibrate_samples": 8}
 STRICT = "cosine=0.99999"  # jpeg:90 of the synthetic photos misses it; png (lossless on 8-bit frames) meets it
 
 

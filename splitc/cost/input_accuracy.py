@@ -80,7 +80,8 @@ def choose(codecs: dict[str, InputCodec], frames: list[dict[str, np.ndarray]], m
             chosen, why = "default", f"{ic.codec.name} (the default) meets the budget ({need}) on {data}"
         else:
             chosen = "finer"
-            misses = "; ".join(f"{t['codec']} misses it (mean cosine {t['cosine']:.4f}, top-1 {t['top1']:.1%})" for t in tried[:-1])
+            misses = "; ".join(f"{t['codec']} misses it (mean cosine {t['cosine']:.4f}, top-1 {t['top1']:.1%})"
+                               for t in tried[:-1])
             why = (f"{ic.codec.name} (the default) misses the budget ({need}) on {data}: {misses}; {last['codec']}"
                    + (f" meets it (mean cosine {last['cosine']:.4f}, top-1 {last['top1']:.1%})" if last["meets_budget"]
                       else " misses it too, the finest tried"))
