@@ -50,6 +50,11 @@ from splitc.runtimes.ort import session  # noqa: E402
 def single_cuts(model: onnx.ModelProto) -> list[tuple[str, list[int]]]:
     """4-D float activations T (static shape) such that every node not upstream of T reads only T, weights and
     tensors made downstream: cutting there sends T alone. In graph order."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for v in model.graph.input:  # symbolic dims (a batch) fixed at 1, so that every activation has a static shape
+        for d in v.type.tensor_type.shape.dim:
+            if d.dim_value <= 0:
+                d.dim_value = 1
     g = onnx.shape_inference.infer_shapes(model).graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in g.value_info
               if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
