@@ -49,10 +49,10 @@ def run_samples(inputs: list[str] | None, model, load_inputs) -> tuple[list[dict
 
 def _npz_batch(path: Path, plan: dict) -> list[dict] | None:
     """An .npz whose arrays carry one more leading axis than the inputs (samples); None when it is a single sample."""
-    from splitc.runtimes.ort import numpy_dtype
-
     import zipfile
     import zlib
+
+    from splitc.runtimes.ort import numpy_dtype
 
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -82,9 +82,9 @@ SYNTHETIC_BYTES = 1 << 30  # all synthetic samples are made up front: at most 1 
 def synthetic_count(n: int, specs: list[dict]) -> int:
     """``--samples n`` checked: at least 1, and at most as many as fit in :data:`SYNTHETIC_BYTES` of inputs (a huge
     count ran the machine out of memory); a one-line error naming the largest count otherwise."""
-    from splitc.runtimes.ort import numpy_dtype
+    from splitc.runtimes.ort import frame_bytes
 
-    frame = sum(int(np.prod(s["shape"], dtype=np.int64)) * numpy_dtype(s["dtype"]).itemsize for s in specs) or 1
+    frame = frame_bytes(specs)
     most = max(1, SYNTHETIC_BYTES // frame)
     if not 1 <= n <= most:
         raise SplitcError(f"--samples {n}: give 1 to {most} synthetic samples ({frame:,} B of inputs each; they show the"

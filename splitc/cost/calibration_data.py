@@ -40,11 +40,9 @@ def input_specs(model: ir.Model) -> list[dict]:
 def check_count(n: int, inputs: list[dict]) -> int:
     """``--calibrate-samples n`` checked: 2 (a fit needs two) to as many samples as fit in :data:`SAMPLE_BYTES` of
     inputs (100000000 ran out of memory); a one-line error naming the option and the range otherwise."""
-    import numpy as np
+    from splitc.runtimes.ort import frame_bytes
 
-    from splitc.runtimes.ort import numpy_dtype
-
-    frame = sum(int(np.prod(s["shape"], dtype=np.int64)) * numpy_dtype(s["dtype"]).itemsize for s in inputs) or 1
+    frame = frame_bytes(inputs)
     most = max(1, SAMPLE_BYTES // frame)
     if not 2 <= n <= most:
         raise SplitcError(f"--calibrate-samples {n}: give 2 to {most} samples ({frame:,} B of inputs each; they are held in"

@@ -67,6 +67,11 @@ def numpy_dtype(name) -> np.dtype:
     return np.dtype(_NP.get(name, name)) if isinstance(name, str) else np.dtype(name)
 
 
+def frame_bytes(specs: list[dict]) -> int:
+    """Bytes of one sample of inputs ``specs`` (name/dtype/shape dicts), at least 1."""
+    return sum(int(np.prod(s["shape"], dtype=np.int64)) * numpy_dtype(s["dtype"]).itemsize for s in specs) or 1
+
+
 @dataclass
 class RunResult:
     outputs: dict[str, np.ndarray]
@@ -121,7 +126,7 @@ class SplitModel:
         return self.plan["model"]["inputs"]
 
     @classmethod
-    def for_bandwidth(cls, out_dir: str | Path, up_bps: float, **kwargs) -> "SplitModel":
+    def for_bandwidth(cls, out_dir: str | Path, up_bps: float, **kwargs) -> SplitModel:
         """The plan a bandwidth sweep chose for this uplink rate (``splitc compile --sweep-bandwidth``)."""
         plan = planfile.load(out_dir)
         sweep = plan.get("sweep")
@@ -175,7 +180,7 @@ class SplitModel:
         input sends this frame compressed. ``result.inputs`` holds the feeds it made."""
         return run_frame(self, self.images, self.inputs, image)
 
-    def stream(self, key_interval: int = 30) -> "SplitModel":
+    def stream(self, key_interval: int = 30) -> SplitModel:
         """Send every hop with inter-frame delta coding from now on (frames are the successive ``run`` calls)."""
         self._streams = {}
         self._key_interval = key_interval
