@@ -4,12 +4,15 @@ codecs' encode/decode speed on this machine (the cloud profile's [image] table).
     .venv/bin/python benchmarks/input_codec_table.py [--images ../shared/images]
 
 Every image of the folder, centre crop of the short side resized (bilinear) to each size; sizes in B/pixel (mean over
-images) per codec and size; speeds in Mpixel/s (median of 5 timings, one core), with splitc.runtimes.image's coders.
+images) per codec and size; speeds in Mpixel/s with splitc.runtimes.image's coders, one core: per image the median of 5
+timings (each of 20 codings for JPEG, 3 for PNG/WebP), then the median over the images. A line per codec goes to
+stderr as it finishes (the whole run takes ~2 min on one core).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from splitc.runtimes.image import ImageCodec, ImageSpec, fit_frame, list_images,
 
 CODECS = [ImageCodec("jpeg", q) for q in (50, 75, 85, 90, 95, 100)] + [ImageCodec("png")] + [ImageCodec("webp", q) for q in (75, 90)]
 SIZES = (224, 416, 640)
+SPEED_SIZES = (224, 416)  # the input sizes of the bundled classifiers and detectors
 
 
 def _median_s(fn, arg, n: int) -> float:
@@ -49,16 +53,19 @@ def main() -> None:
             for s in SIZES:
                 spec = ImageSpec("x", "NCHW", s, s, channels, "float")
                 row.append(np.mean([len(codec.encode(fit_frame(f, spec))) / (s * s) for f in frames]))
-        print(f"| {codec.name} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
-    print("\n| codec | size | encode Mpx/s | decode Mpx/s |\n|---|---|---|---|")
-    for codec in (ImageCodec("jpeg", 90), ImageCodec("png"), ImageCodec("webp", 90)):
-        for s in (224, 640):
+        print(f"| {codec.name} | " + " | ".join(f"{v:.4f}" for v in row) + " |", flush=True)
+        print(f"sizes: {codec.name} done", file=sys.stderr, flush=True)
+    print("\n| codec | size | encode Mpx/s | decode Mpx/s |\n|---|---|---|---|", flush=True)
+    for codec in (ImageCodec("jpeg", 90), ImageCodec("png"), ImageCodec("webp", 90), ImageCodec("webp", 80)):
+        n = 20 if codec.kind == "jpeg" else 3
+        for s in SPEED_SIZES:
             spec = ImageSpec("x", "NCHW", s, s, 3, "float")
-            px = [fit_frame(f, spec) for f in frames[:4]]
-            enc = np.median([_median_s(codec.encode, p, 20) for p in px])
+            px = [fit_frame(f, spec) for f in frames]
+            enc = np.median([_median_s(codec.encode, p, n) for p in px])
             data = [codec.encode(p) for p in px]
-            dec = np.median([_median_s(lambda d: codec.decode(d, spec), d, 20) for d in data])
-            print(f"| {codec.name} | {s}x{s} | {s * s / enc / 1e6:.1f} | {s * s / dec / 1e6:.1f} |")
+            dec = np.median([_median_s(lambda d: codec.decode(d, spec), d, n) for d in data])
+            print(f"| {codec.name} | {s}x{s} | {s * s / enc / 1e6:.1f} | {s * s / dec / 1e6:.1f} |", flush=True)
+        print(f"speed: {codec.name} done", file=sys.stderr, flush=True)
 
 
 def compare_jpeg_libraries(images: str) -> None:
