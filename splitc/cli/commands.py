@@ -354,14 +354,16 @@ def _run(args) -> int:
     if "accuracy" in report:
         a = report["accuracy"]
         need = ", ".join(f"{k} >= {v:g}" for k, v in a["budget"].items())
-        print(f"plan budget ({need}) on {a['samples']} sample(s): top-1 agreement {a['top1'] * 100:.1f}%, mean cosine"
+        prob = f", within 0.01 in probability {a['prob'] * 100:.1f}%" if "prob" in a["budget"] and "prob" in a else ""
+        print(f"plan budget ({need}) on {a['samples']} sample(s): top-1 agreement {a['top1'] * 100:.1f}%{prob}, mean cosine"
               f" {a['cosine']:.5f}, max abs error {a['max_abs_error']:.3g}: " + ("PASS" if a["pass"] else "FAIL" if a["pass"] is False
               else "not judged: synthetic inputs say nothing of accuracy; pass --input images/ or a .npz batch"))
         if a.get("input_codec_unmeasured"):  # why it may miss: the input codec's own accuracy was never measured
             print(a["input_codec_unmeasured"])
     held = (plan.get("accuracy") or {}).get("check")
     if held:  # what the compiler measured on data no fit saw (splitc/codegen/check.py)
-        print(f"at compile time, on {held['data']}: top-1 agreement {held['top1'] * 100:.1f}%, mean cosine {held['cosine']:.5f}"
+        prob = f", within 0.01 in probability {held['prob'] * 100:.1f}%" if "prob" in held else ""
+        print(f"at compile time, on {held['data']}: top-1 agreement {held['top1'] * 100:.1f}%{prob}, mean cosine {held['cosine']:.5f}"
               f" ({'meets' if plan['accuracy'].get('meets_budget') else 'misses'} the budget)")
     print("check FAILED" if not ok else "check passed" if judged else
           "no verdict: the parts ran on synthetic inputs; pass --input images/ or an .npz batch to check accuracy")

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image crops to draw for calibration: 2 to as many as fit in 1 GiB of inputs (default: %(default)s)")
     c.add_argument("--accuracy-budget", metavar="METRIC=X",
                    help="what --boundary auto must keep per tensor, vs the original on calibration data: top1=0.99,"
-                        " cosine=0.999 (default for auto: cosine=0.999)")
+                        " cosine=0.999, or prob=0.99 (that share of samples keeps top-1 and every class probability"
+                        " within 0.01: for scorers whose top-1 rarely changes) (default for auto: cosine=0.999)")
     c.add_argument("--emit", default="onnx", metavar="KINDS",
                    help="onnx, or onnx,tvm to also compile every part with Apache TVM for its tier's hardware"
                         " (needs pip install 'splitc[tvm]') (default: %(default)s)")

@@ -67,7 +67,12 @@ def choose(codecs: dict[str, InputCodec], frames: list[dict[str, np.ndarray]], m
             if tried[-1]["meets_budget"]:
                 break
         first, last = tried[0], tried[-1]
-        shown = f"mean cosine {first['cosine']:.4f}, top-1 {first['top1']:.1%}"
+
+        def figures(t: dict) -> str:
+            prob = f", within 0.01 in probability {t['prob']:.1%}" if "prob" in budget else ""
+            return f"mean cosine {t['cosine']:.4f}, top-1 {t['top1']:.1%}{prob}"
+
+        shown = figures(first)
         if ic.explicit:
             chosen = "given"
             why = (f"--input-codec {ic.codec.name} meets the budget ({need}) on {data}" if first["meets_budget"] else
@@ -80,12 +85,11 @@ def choose(codecs: dict[str, InputCodec], frames: list[dict[str, np.ndarray]], m
             chosen, why = "default", f"{ic.codec.name} (the default) meets the budget ({need}) on {data}"
         else:
             chosen = "finer"
-            misses = "; ".join(f"{t['codec']} misses it (mean cosine {t['cosine']:.4f}, top-1 {t['top1']:.1%})"
-                               for t in tried[:-1])
+            misses = "; ".join(f"{t['codec']} misses it ({figures(t)})" for t in tried[:-1])
             why = (f"{ic.codec.name} (the default) misses the budget ({need}) on {data}: {misses}; {last['codec']}"
-                   + (f" meets it (mean cosine {last['cosine']:.4f}, top-1 {last['top1']:.1%})" if last["meets_budget"]
+                   + (f" meets it ({figures(last)})" if last["meets_budget"]
                       else " misses it too, the finest tried"))
         out[name] = replace(pick, accuracy={"measured": True, "chosen": chosen, "budget": budget, "data": data,
-                                            "samples": len(mine), **{k: last[k] for k in ("top1", "cosine", "max_abs_error")},
+                                            "samples": len(mine), **{k: last[k] for k in ("top1", "cosine", "prob", "max_abs_error") if k in last},
                                             "meets_budget": last["meets_budget"], "tried": tried, "why": why})
     return out

@@ -335,11 +335,12 @@ def dequantize(q: np.ndarray, tc: TensorCodec) -> np.ndarray:
 
 # --------------------------------------------------------------------------- accuracy budgets
 
-BUDGET_METRICS = ("top1", "cosine")
+BUDGET_METRICS = _accuracy.METRICS
 
 
 def parse_budget(text: str | None) -> dict[str, float]:
-    """``top1=0.99,cosine=0.999`` -> {"top1": 0.99, "cosine": 0.999}."""
+    """``top1=0.99,cosine=0.999`` -> {"top1": 0.99, "cosine": 0.999}; ``prob=0.99``: 99% of samples keep top-1 and
+    every class probability within 0.01 (splitc.runtimes.accuracy)."""
     if not text:
         return {}
     out = {}
@@ -358,10 +359,10 @@ def parse_budget(text: str | None) -> dict[str, float]:
 
 
 def output_metrics(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> dict[str, float]:
-    """The budget's metrics (top-1 agreement, cosine) as :mod:`splitc.runtimes.accuracy` computes them for the held-out
-    check and ``splitc run``, without its max abs error (a codec's error record holds only what a budget names)."""
+    """The budget's metrics (top-1 agreement, cosine, prob) as :mod:`splitc.runtimes.accuracy` computes them for the
+    held-out check and ``splitc run``, without its max abs error (a codec's error record holds only what a budget names)."""
     m = _accuracy.output_metrics(reference, got)
-    return {"top1": m["top1"], "cosine": m["cosine"]}
+    return {k: m[k] for k in BUDGET_METRICS}
 
 
 meets = _accuracy.meets
