@@ -56,8 +56,9 @@ def fit(q: np.ndarray, zero: np.ndarray) -> dict:
     keep = np.broadcast_to(on[:, :, None, None], q.shape)
     idx = ((chan * 4 + ctx) * 2 + ~isz)[keep]
     counts = np.bincount(idx.ravel(), minlength=c * 8).reshape(c, 4, 2)
-    off = np.stack([on.sum(axis=0), n - on.sum(axis=0)], axis=1)[:, ::-1]  # [n_off, n_on] order for _level
-    return {"zero": zero.astype(int).tolist(), "counts": counts.astype(int).tolist(), "off": off[:, ::-1].astype(int).tolist()}
+    frames_on = on.sum(axis=0)
+    off = np.stack([frames_on, n - frames_on], axis=1)  # [n_on, n_off] per channel
+    return {"zero": zero.astype(int).tolist(), "counts": counts.astype(int).tolist(), "off": off.astype(int).tolist()}
 
 
 class SigModel:
