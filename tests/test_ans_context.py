@@ -209,3 +209,20 @@ def test_compile_and_run_with_ctx_sends_fewer_bytes_for_the_same_numbers(tmp_pat
         payload = seg.encode(hop, {name: q})
         assert read_header(payload)[1]["tensors"][0]["codec"] == "ans"
         assert np.array_equal(seg.decode(hop, payload)[name], q)
+
+
+def test_random_payloads_decode_to_symbols_or_a_one_line_error():
+    """Payloads are untrusted: any bytes give symbols of the plan's shape or an AnsError, never another exception."""
+    q, zero = patchy(20)
+    model = ans.AnsModel(json.loads(json.dumps(ans.fit_tables(q, 256, True, zero=zero))))
+    rng = np.random.default_rng(7)
+    good = model.encode(q[:1])
+    for k in range(150):
+        blob = (rng.integers(0, 256, size=4 * int(rng.integers(0, 64)), dtype=np.uint8).tobytes() if k % 2 else
+                bytes(b ^ (1 << int(rng.integers(0, 8))) if i == int(rng.integers(0, len(good))) else b for i, b in enumerate(good)))
+        try:
+            out = model.decode(blob, q[:1].shape)
+        except ans.AnsError as err:
+            assert "\n" not in str(err)
+        else:
+            assert out.shape == q[:1].shape and out.dtype == np.uint8  # wrong symbols: the wire's checksum catches those
