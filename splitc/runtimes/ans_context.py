@@ -21,6 +21,8 @@ in frames where the channel was on, and in how many frames it was on / off. Both
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 MAX_COUNT = 1 << 40
@@ -113,15 +115,25 @@ class SigModel:
             for k, r in reversed(list(enumerate(on.tolist()))):
                 if ends[k] > (ends[k - 1] if k else 0):
                     coder.encode_reverse(vals[(ends[k - 1] if k else 0):ends[k]], tables[r])
-            zmap, ctx = isz[o, on], contexts(isz[o, on])
-            groups = [self._groups(self.level[on[:, None], ctx[:, i, j]].ravel(), (~zmap[:, i, j]).ravel())
-                      for i, j in _diagonals(h, w)]
+            # every decision of the frame in the decoder's order: by (anti-diagonal, level) group, and within one by
+            # channel and row, which is the raveled order: one stable (radix) sort of the group ids for the whole frame
+            zmap = isz[o, on]
+            ii, jj = np.indices((h, w))
+            ngroups = (h + w - 1) * len(LEVELS)
+            group = ((ii + jj)[None] * len(LEVELS) + self.level[on[:, None, None], contexts(zmap)]).astype(
+                np.uint16 if ngroups <= 1 << 16 else np.uint32).ravel()
+            order = np.argsort(group, kind="stable")
+            bits = (~zmap).ravel()[order].astype(np.int32)
+            counts = np.bincount(group, minlength=ngroups)
+            present = np.flatnonzero(counts)
+            stops = np.cumsum(counts[present]).tolist()
+            starts = [0] + stops[:-1]
+            for a, b, g in zip(reversed(starts), reversed(stops), reversed((present % len(LEVELS)).tolist())):
+                coder.encode_reverse(bits[a:b], models[g])
             flags = np.zeros(c, bool)
             flags[on] = True
-            groups.insert(0, self._groups(self.on_level, flags))
-            for grp in reversed(groups):
-                for lv, bits in reversed(grp):
-                    coder.encode_reverse(bits, models[lv])
+            for lv_, fl in reversed(self._groups(self.on_level, flags)):
+                coder.encode_reverse(fl, models[lv_])
 
     @staticmethod
     def _groups(levels: np.ndarray, bits: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -137,28 +149,34 @@ class SigModel:
         return out
 
     def _decode_group(self, coder, models, levels: np.ndarray) -> np.ndarray:
+        counts = np.bincount(levels, minlength=len(LEVELS))
+        present = np.flatnonzero(counts).tolist()
+        if len(present) == 1:  # one level: the decisions in position order
+            return np.asarray(coder.decode(models[present[0]], len(levels)), np.int32)
         order = np.argsort(levels, kind="stable")
         out = np.empty(len(levels), np.int32)
         start = 0
-        for lv, k in enumerate(np.bincount(levels, minlength=len(LEVELS)).tolist()):
-            if k:
-                out[order[start:start + k]] = coder.decode(models[lv], k)
-                start += k
+        for lv in present:
+            k = int(counts[lv])
+            out[order[start:start + k]] = coder.decode(models[lv], k)
+            start += k
         return out
 
     def decode(self, coder, constriction, shape: tuple[int, ...], tables: list) -> np.ndarray:
         n, c, h, w = shape
         models = self.models(constriction)
         out = np.empty(shape, np.uint8)
-        diags = _diagonals(h, w)
+        diags = _flat_diagonals(h, w)
         for o in range(n):
             on = np.flatnonzero(self._decode_group(coder, models, self.on_level))
-            z = np.ones((len(on), h + 1, w + 1), bool)  # is-zero flags, padded above and left with "zero"
-            for i, j in diags:
-                ctx = 2 * z[:, 1 + i, j].astype(np.int8) + z[:, i, 1 + j]
-                nonzero = self._decode_group(coder, models, self.level[on[:, None], ctx].ravel())
-                z[:, 1 + i, 1 + j] = nonzero.reshape(len(on), len(i)) == 0
-            nonzero = ~z[:, 1:, 1:].reshape(len(on), h * w)
+            levels = self.level[on].ravel()  # (channels on x 4): a channel's 4 contexts' levels, side by side
+            base = (4 * np.arange(len(on), dtype=np.intp))[:, None]
+            z = np.ones((len(on), (h + 1) * (w + 1)), bool)  # is-zero flags, padded above and left with "zero"
+            for pos, left, up in diags:
+                ctx = base + 2 * z[:, left] + z[:, up]
+                nonzero = self._decode_group(coder, models, levels[ctx].ravel())
+                z[:, pos] = nonzero.reshape(len(on), len(pos)) == 0
+            nonzero = ~z.reshape(len(on), h + 1, w + 1)[:, 1:, 1:].reshape(len(on), h * w)
             counts = nonzero.sum(axis=1).tolist()
             vals = np.empty(int(sum(counts)), np.uint8)
             start = 0
@@ -172,6 +190,16 @@ class SigModel:
             frame[on] = sub
             out[o] = frame.reshape(c, h, w)
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _flat_diagonals(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+    """Per anti-diagonal, indices into a map padded above and left, raveled: (positions, left, upper neighbours)."""
+    out = []
+    for i, j in _diagonals(h, w):
+        pos = (1 + i) * (w + 1) + 1 + j
+        out.append((pos, pos - 1, pos - (w + 1)))
+    return tuple(out)
 
 
 def _diagonals(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
