@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import codec_bench as B  # noqa: E402
 from splitc.cost import quantizers as C  # noqa: E402
 from splitc.cost.calibrate import payload as codec_payload, to_input  # noqa: E402
-from splitc.runtimes import ans  # noqa: E402
+from splitc.runtimes import accuracy, ans  # noqa: E402
 from splitc.runtimes.ans import AnsModel  # noqa: E402
 from splitc.runtimes.ort import session  # noqa: E402
 
@@ -155,7 +155,7 @@ def main() -> int:
     full = session(path)
     ref = np.stack([full.run(None, f)[0].ravel() for f in feeds])
     tol = float(args.metric.partition(":")[2]) if args.metric.startswith("prob:") else None
-    probs = lambda o: o if abs(float(o.sum()) - 1) < 1e-3 and o.min() >= 0 else np.exp(o - o.max()) / np.exp(o - o.max()).sum()  # noqa: E731
+    probs = accuracy.probabilities  # a probability vector as it is, logits through softmax (the prob budget's rule)
     p = np.sort(np.stack([probs(r) for r in ref]), axis=1)
     margin = p[:, -1] - p[:, -2]
     print(f"{len(imgs)} held-out crops; classes the original picks: {np.unique(ref.argmax(axis=1)).size}; top-1 probability median {np.median(p[:, -1]):.3f}; top-1 minus top-2 "

@@ -280,7 +280,7 @@ def fit(spec: CodecSpec, samples: list[np.ndarray], rank: int | None = None, tai
     if spec.entropy == "ans":
         from splitc.runtimes import ans
 
-        as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)
+        as3 = lambda a: a.reshape(a.shape[0], a.shape[1] if a.ndim >= 2 else 1, -1)  # noqa: E731
         if spec.context and rank == 4 and tc.axis is not None and all(np.ndim(s) == 4 for s in raw):  # whole maps:
             q4 = np.concatenate([quantize(np.asarray(s), tc) for s in raw], axis=0)  # the significance context
             tc.ans = ans.fit_tables(q4, 1 << spec.bits, per_channel=True, zero=tc.zero_point)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from splitc.errors import SplitcError
 from splitc.runtimes import planfile
 from splitc.runtimes.image import input_records, run_frame
-from splitc.runtimes.segment import hop_entropy
+from splitc.runtimes.segment import hop_entropy, hop_models
 from splitc.runtimes.wire import decode, encode, plan_fingerprint
 
 OPT_LEVELS = {
@@ -197,22 +197,19 @@ class SplitModel:
         except ValueError as e:  # CodecError, or a packing error: the part's outputs are not what plan.json says crosses the link
             raise SplitcError(f"{self.dir}/plan.json: the hop of '{hop['tensor']}' ({hop['from']} -> {hop['to']}): {e}") from None
 
-    def _ans_models(self, hop: dict, wire: list) -> dict:
-        """The hop's ans models (its uint8 symbol tensor), built once from plan.json's tables (validated there)."""
+    def _ans_models(self, hop: dict) -> dict:
+        """The hop's ans models (segment.hop_models: the remote runtime's too), built once per hop."""
         cache = self.__dict__.setdefault("_ans_cache", {})
         key = (hop["tensor"], hop.get("link", 0), hop.get("direction"))
         if key not in cache:
-            from splitc.runtimes.ans import AnsModel
-
-            tables = (hop.get("quant") or {}).get("ans")
-            cache[key] = {w["name"]: AnsModel(tables) for w in wire if w["dtype"] == "uint8"} if tables is not None else {}
+            cache[key] = hop_models(hop) or {}
         return cache[key]
 
     def _send_wire(self, hop: dict, wire: list, stores, result: RunResult) -> None:
         t = time.perf_counter()
         bits = {w["name"]: w["bits"] for w in wire if w.get("bits", 8) != 8}
         entropy = hop_entropy(hop)
-        models = self._ans_models(hop, wire) if entropy == "ans" else None
+        models = self._ans_models(hop) if entropy == "ans" else None
         tensors = {w["name"]: stores[hop["from"]][w["name"]] for w in wire}
         expected = {w["name"]: (w["dtype"], tuple(w["shape"]), w.get("bits", 8)) for w in wire}
         streams = getattr(self, "_streams", None)
